@@ -1,0 +1,49 @@
+/**
+ * corrald: the CRI daemon.
+ *   corrald [--config FILE] [flags]     serve until SIGTERM/SIGINT
+ *   corrald --version
+ */
+import { CorralError } from '../errors.ts';
+import { USAGE, parseArgs, resolveConfig } from '../cri/config.ts';
+import { createLogger } from '../cri/log.ts';
+import { Daemon } from '../cri/daemon.ts';
+import { corralVersion, RUNTIME_NAME } from '../cri/runtime-info.ts';
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (args.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (args.version) {
+    process.stdout.write(`corrald ${corralVersion()} (${RUNTIME_NAME}, CRI runtime.v1)\n`);
+    return 0;
+  }
+  const config = resolveConfig(args);
+  const log = createLogger({ level: config.log_level, base: { component: 'corrald' } });
+  const daemon = new Daemon({ config, log });
+  await daemon.start();
+  log.info('corrald ready', { pid: process.pid, version: corralVersion(), socket: config.socket, metrics: daemon.metricsUrl, stream: daemon.streaming?.url ?? null });
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      log.info('shutting down', { signal: sig });
+      resolve();
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+  await daemon.stop();
+  log.info('stopped');
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const code = err instanceof CorralError ? err.code : 'INTERNAL';
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level: 'error', msg: 'corrald failed', code, error: message }) + '\n');
+    process.exit(err instanceof CorralError && err.code === 'INVALID_ARGUMENT' ? 2 : 1);
+  },
+);

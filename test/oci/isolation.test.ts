@@ -1,0 +1,128 @@
+// What the container sees: namespaces, hostname, mounts, devices, masked/read-only paths, capabilities, users, rlimits.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { suite, runToEnd } from '../helpers/oci.ts';
+
+const s = suite('iso');
+after(() => s.finish());
+
+const sh = (script: string) => ['/bin/sh', '-c', script];
+
+test('every configured namespace is new; hostname and domainname are set', () => {
+  const r = runToEnd(s, 'ns', sh('for n in pid net ipc uts mnt cgroup; do readlink /proc/self/ns/$n; done; echo $$; hostname; cat /proc/sys/kernel/domainname'), (sp) => {
+    sp.hostname = 'nsbox';
+    sp.domainname = 'example.test';
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  const host = ['pid', 'net', 'ipc', 'uts', 'mnt', 'cgroup'].map((n) => readlinkSync(`/proc/self/ns/${n}`));
+  for (let i = 0; i < 6; i++) assert.notEqual(lines[i], host[i], `namespace ${lines[i]} differs from the host's`);
+  assert.equal(lines[6], '1', 'the process is pid 1 of its pid namespace');
+  assert.equal(lines[7], 'nsbox');
+  assert.equal(lines[8], 'example.test');
+});
+
+test('joining a namespace by path shares it', () => {
+  const r = runToEnd(s, 'joinns', sh('readlink /proc/self/ns/net'), (sp) => {
+    sp.linux!.namespaces = sp.linux!.namespaces!.map((n) => (n.type === 'network' ? { type: 'network', path: '/proc/1/ns/net' } : n));
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), readlinkSync('/proc/1/ns/net'));
+});
+
+test('a user namespace maps ids', () => {
+  const r = runToEnd(s, 'userns', sh('cat /proc/self/uid_map /proc/self/gid_map; id -u'), (sp) => {
+    sp.linux!.namespaces!.push({ type: 'user' });
+    sp.linux!.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    sp.linux!.gidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    sp.mounts = sp.mounts!.filter((m) => m.type !== 'cgroup');
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const [uid, gid, me] = r.stdout.trim().split('\n');
+  assert.deepEqual(uid.trim().split(/\s+/), ['0', '100000', '65536']);
+  assert.deepEqual(gid.trim().split(/\s+/), ['0', '100000', '65536']);
+  assert.equal(me, '0');
+});
+
+test('default devices, /dev links, /dev/pts and /dev/shm exist', () => {
+  const r = runToEnd(s, 'dev', sh('ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | cut -c1; readlink /dev/fd /dev/stdin /dev/ptmx; echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | od -An -tx1; mount | grep -E " /dev/(pts|shm) " | cut -d" " -f3'));
+  assert.equal(r.status, 0, r.stderr);
+  const out = r.stdout.split('\n');
+  assert.deepEqual(out.slice(0, 6), ['c', 'c', 'c', 'c', 'c', 'c']);
+  assert.deepEqual(out.slice(6, 9), ['/proc/self/fd', '/proc/self/fd/0', 'pts/ptmx']);
+  assert.equal(out[9], 'null-ok');
+  assert.equal(out[10].trim(), '00 00 00 00');
+  assert.deepEqual(out.slice(11, 13).sort(), ['/dev/pts', '/dev/shm']);
+});
+
+test('masked paths are empty and read-only paths refuse writes', () => {
+  const r = runToEnd(s, 'mask', sh('wc -c < /proc/kcore; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo ro; echo x > /etc/probe && echo rootfs-writable'), (sp) => {
+    sp.linux!.readonlyPaths = ['/proc/sys'];
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.trim()), ['0', '0', 'ro', 'rootfs-writable']);
+});
+
+test('root.readonly makes the rootfs read-only', () => {
+  const r = runToEnd(s, 'rofs', sh('touch /probe 2>/dev/null && echo writable || echo readonly'), (sp) => { sp.root!.readonly = true; });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'readonly');
+});
+
+test('bind mounts (file and dir, ro) and tmpfs options apply', () => {
+  const b = s.bundle(sh('cat /etc/hostfile; ls /data; touch /data/x 2>/dev/null && echo rw || echo ro; mount | grep " /scratch " | grep -o "size=[0-9]*k"'));
+  mkdirSync(`${b.dir}/data`);
+  writeFileSync(`${b.dir}/data/inside`, '');
+  writeFileSync(`${b.dir}/hostfile`, 'from-host\n');
+  b.spec.mounts!.push(
+    { destination: '/etc/hostfile', type: 'bind', source: `${b.dir}/hostfile`, options: ['bind', 'ro'] },
+    { destination: '/data', type: 'bind', source: 'data', options: ['rbind', 'ro'] },
+    { destination: '/scratch', type: 'tmpfs', source: 'tmpfs', options: ['size=1024k', 'mode=700'] },
+  );
+  b.write();
+  const r = s.oci(['run', '--bundle', b.dir, s.id('binds')]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n'), ['from-host', 'inside', 'ro', 'size=1024k']);
+});
+
+test('capabilities are reduced to the configured sets', () => {
+  const r = runToEnd(s, 'caps', sh('grep -E "^Cap(Inh|Prm|Eff|Bnd|Amb)" /proc/self/status'), (sp) => {
+    sp.process!.capabilities = { bounding: ['CAP_KILL', 'CAP_CHOWN'], effective: ['CAP_KILL'], permitted: ['CAP_KILL'], inheritable: [], ambient: [] };
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const caps = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(':\t')));
+  assert.equal(BigInt(`0x${caps.CapBnd}`), (1n << 5n) | 1n);
+  assert.equal(BigInt(`0x${caps.CapEff}`), 1n << 5n);
+  assert.equal(BigInt(`0x${caps.CapPrm}`), 1n << 5n);
+  assert.equal(BigInt(`0x${caps.CapInh}`), 0n);
+  assert.equal(BigInt(`0x${caps.CapAmb}`), 0n);
+});
+
+test('user, groups, umask, cwd, env, rlimits and no_new_privs apply', () => {
+  const r = runToEnd(s, 'user', sh('id -u; id -g; id -G; umask; pwd; echo $GREETING; ulimit -n; grep NoNewPrivs /proc/self/status | cut -f2'), (sp) => {
+    sp.process!.user = { uid: 1000, gid: 1001, additionalGids: [2000, 2001], umask: 0o027 };
+    sp.process!.cwd = '/tmp';
+    sp.process!.env!.push('GREETING=hello');
+    sp.process!.rlimits = [{ type: 'RLIMIT_NOFILE', soft: 321, hard: 654 }];
+    sp.process!.noNewPrivileges = true;
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n'), ['1000', '1001', '1001 2000 2001', '0027', '/tmp', 'hello', '321', '1']);
+});
+
+test('sysctls in owned namespaces are written', () => {
+  const r = runToEnd(s, 'sysctl', sh('cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni'), (sp) => {
+    sp.linux!.sysctl = { 'net.ipv4.ip_forward': '1', 'kernel.shmmni': '1234' };
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n'), ['1', '1234']);
+});
+
+test('the container sees its own cgroup at /sys/fs/cgroup', () => {
+  const r = runToEnd(s, 'cgview', sh('ls /sys/fs/cgroup/memory/memory.limit_in_bytes && cat /sys/fs/cgroup/memory/memory.limit_in_bytes'), (sp) => {
+    sp.linux!.resources = { ...sp.linux!.resources, memory: { limit: 64 * 1024 * 1024 } };
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim().split('\n')[1], String(64 * 1024 * 1024));
+});
