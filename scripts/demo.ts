@@ -17,7 +17,7 @@ const bundle = makeBundle(['/bin/sh', '-c', [
   'echo "pid: $$ (pid namespace)"',
   'echo "user: $(id)"',
   'grep -E "^(CapEff|NoNewPrivs|Seccomp)" /proc/self/status',
-  'echo "root: $(ls /)"',
+  'echo "root: $(ls / | tr "\\n" " ")"',
 ].join('; ')], (spec) => {
   spec.hostname = 'corral-demo';
   spec.linux!.cgroupsPath = `/corral-demo-${process.pid}`;

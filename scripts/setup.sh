@@ -34,6 +34,7 @@ fi
 node_modules/.bin/node -e 'if (+process.versions.node.split(".")[0] < 24) { console.error("setup: Node 24 missing"); process.exit(1) }'
 
 make -s -C src/executor OUT="$top/build"
+make -s -C src/image/native OUT="$top/build"
 
 mkdir -p bin
 for cli in corral-oci corral corrald; do

@@ -16,6 +16,7 @@ import type { ImageServiceMethods, RuntimeServiceMethods } from './types.gen.ts'
 import { ImageServiceMethodNames, RuntimeServiceMethodNames } from './types.gen.ts';
 import type { Logger } from './log.ts';
 import type { CriMetrics } from './metrics.ts';
+import { AuthorityFixingStream } from './h2/authority.ts';
 
 // ---- handler types -------------------------------------------------------------------
 
@@ -105,6 +106,8 @@ export class CriServer {
   private readonly runtime: Partial<Record<string, AnyHandler>> = {};
   private readonly image: Partial<Record<string, AnyHandler>> = {};
   private grpcServer: grpc.Server | null = null;
+  private listener: net.Server | null = null;
+  private injector: grpc.ConnectionInjector | null = null;
   private readonly active = new Set<AbortController>();
 
   constructor(options: CriServerOptions) {
@@ -132,11 +135,21 @@ export class CriServer {
     });
     server.addService(serviceDefinition('RuntimeService'), this.table('RuntimeService', RuntimeServiceMethodNames, this.runtime));
     server.addService(serviceDefinition('ImageService'), this.table('ImageService', ImageServiceMethodNames, this.image));
+    // We own the unix listener and hand each connection to gRPC through the authority fixer
+    // (see h2/authority.ts: 1.26-era Go clients send the socket path as :authority).
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const listener = net.createServer((sock) => {
+      sock.on('error', () => {});
+      injector.injectConnection(new AuthorityFixingStream(sock));
+    });
     await new Promise<void>((resolve, reject) => {
-      server.bindAsync(`unix:${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(fromNodeError(err, `listen on ${path}`)) : resolve()));
+      listener.once('error', (err) => reject(fromNodeError(err, `listen on ${path}`)));
+      listener.listen(path, () => resolve());
     });
     chmodSync(path, 0o600);
     this.grpcServer = server;
+    this.listener = listener;
+    this.injector = injector;
     this.options.log.info('serving CRI', { socket: path });
   }
 
@@ -145,7 +158,10 @@ export class CriServer {
     const server = this.grpcServer;
     if (!server) return;
     this.grpcServer = null;
+    const listener = this.listener!;
+    const closed = new Promise<void>((resolve) => listener.close(() => resolve()));
     for (const a of this.active) a.abort();
+    this.injector?.drain(graceMs);
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
         server.forceShutdown();
@@ -157,6 +173,8 @@ export class CriServer {
         resolve();
       });
     });
+    this.injector?.destroy();
+    await closed;
     try {
       unlinkSync(this.options.socketPath);
     } catch {}

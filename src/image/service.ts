@@ -287,6 +287,7 @@ export class ImageService {
               await this.client.fetchBlob(ref, desc, w, { ...ro, onProgress: (done, total) => emit({ type: 'progress', digest: desc.digest, done, total }) });
             } catch (e) {
               await w.close();
+              if (e instanceof InvalidArgumentError) await this.content.abort(`pull-${desc.digest}`); // bad data is never resumed
               const k = layerKind(desc.mediaType);
               if (k?.nonDistributable && e instanceof NotFoundError) {
                 throw new NotFoundError(`non-distributable layer ${desc.digest} is not available from the registry${desc.urls?.length ? ` (its URLs: ${desc.urls.join(', ')})` : ''}; import it with the image archive`, { cause: e });

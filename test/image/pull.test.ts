@@ -305,3 +305,28 @@ test('two concurrent pulls of the same image share the work; reconcile cleans cr
     svc2.close();
   }
 });
+
+test('deep images: overlay lowerdir falls back to paths relative to the snapshot root', async () => {
+  const layers: LayerSpec[] = [{ entries: busyboxEntries() }];
+  for (let i = 0; i < 12; i++) layers.push({ entries: [{ name: `l${i}`, data: String(i) }] });
+  const img = buildImage(layers);
+  await pushImage(client, `${reg.host}/deep:1`, img);
+  const svc = await ImageService.open({ root: join(root, 'deep-' + 'x'.repeat(60)), snapshotter: 'overlayfs', hosts: hosts() });
+  try {
+    const info = await svc.pull(`${reg.host}/deep:1`);
+    (svc.snapshotter as import('../../src/image/snapshot/overlay.ts').OverlaySnapshotter).optionsLimit = 700;
+    const mounts = await svc.snapshotter.prepare('deep-ctr', info.chainId);
+    assert.equal(mounts[0]!.cwd, svc.snapshotter.root);
+    const target = join(root, 'mnt-deep');
+    mkdirSync(target);
+    mountAll(mounts, target);
+    try {
+      for (let i = 0; i < 12; i++) assert.equal(readFileSync(join(target, `l${i}`), 'utf8'), String(i));
+    } finally {
+      unmount(target);
+    }
+    await svc.snapshotter.remove('deep-ctr');
+  } finally {
+    svc.close();
+  }
+});

@@ -242,6 +242,7 @@ export class RegistryClient {
               if (res.status === 416 && start > 0) {
                 await discard(res);
                 await w.truncate();
+                if (++failures >= retries) throw new BlobMismatchError(`blob ${desc.digest}: the registry refused a range at ${start} of the expected ${desc.size} bytes`);
                 continue;
               }
               if (res.status !== 200 && res.status !== 206) throw statusError(res, `fetch blob ${desc.digest}`, (await readBody(res, 1 << 16).catch(() => Buffer.alloc(0))).toString());
@@ -264,6 +265,7 @@ export class RegistryClient {
                 throw new TransportError(`blob ${desc.digest}: download interrupted at ${w.offset} of ${desc.size} bytes: ${(e as Error).message}`, { cause: e });
               }
               if (!res.body.complete) throw new TransportError(`blob ${desc.digest}: connection closed at ${w.offset} of ${desc.size} bytes`);
+              if (w.offset !== desc.size) throw new BlobMismatchError(`blob ${desc.digest}: the registry sent ${w.offset} bytes, the descriptor says ${desc.size}; refusing it`);
             }
             if (w.offset < desc.size) throw new TransportError(`blob ${desc.digest}: got ${w.offset} of ${desc.size} bytes`);
             try {

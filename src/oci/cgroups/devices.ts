@@ -9,6 +9,10 @@
  * `{allow, type:'a'}` with wildcard major/minor and access "rwm" resets the policy to
  * allow-all / deny-all. A type 'a' rule that is narrower is split into a 'b' and a
  * 'c' rule (the v1 kernel would otherwise read any "a" rule as "everything").
+ *
+ * v2 (eBPF, v2-devices.ts) implements exactly this. v1 can only approximate it, as in
+ * runc: the kernel keeps exceptions keyed by type/major/minor, so a later deny of
+ * "c 1:3" does not carve 1:3 out of an earlier allow of "c *:*".
  */
 import { SpecError } from '../../errors.ts';
 import type { LinuxDeviceCgroup } from './types.ts';

@@ -7,6 +7,7 @@ import { createCgroupManager, type CgroupManager } from './manager.ts';
 import { findCgroupMounts, modeFromMounts } from './detect.ts';
 import { FailedPreconditionError, SpecError } from '../../errors.ts';
 import { V1Manager } from './v1.ts';
+import type { LinuxResources } from './types.ts';
 import { killQuietly, leakedTestCgroups, spawnSleeper, testParentName, waitFor } from './testutil.ts';
 
 const mounts = findCgroupMounts();
@@ -145,11 +146,12 @@ test('v1 on the real host', { skip: onV1 ? false : `host runs cgroup ${hostMode}
       assert.match(res.warnings[0], /kernel/);
       assert.deepEqual(warnings, res.warnings);
       assert.throws(() => w.set({ unified: { 'memory.high': '1' } }), FailedPreconditionError);
-      for (const [ctrl, r] of [
+      const cases: Array<[string, LinuxResources]> = [
         ['hugetlb', { hugepageLimits: [{ pageSize: '2MB', limit: 2 * MiB }] }],
         ['net_cls', { network: { classID: 0x100001 } }],
         ['rdma', { rdma: { mlx5_0: { hcaHandles: 1 } } }],
-      ] as const) {
+      ];
+      for (const [ctrl, r] of cases) {
         if (mounts.v1.has(ctrl)) continue;
         assert.throws(() => w.set(r), (e: Error) => e instanceof FailedPreconditionError && e.message.includes(`"${ctrl}"`), ctrl);
       }

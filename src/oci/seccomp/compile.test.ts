@@ -138,20 +138,21 @@ describe('compileSeccomp: encoding', () => {
       disassemble(decodeProgram(program)),
       [
         '   0: ld [4]',
-        '   1: jeq #0xc000003e 2 5',
+        '   1: jeq #0xc000003e 2 6',
         '   2: ld [0]',
-        '   3: jge #0x40000000 5 4',
-        '   4: ret #0x7fff0000',
-        '   5: ret #0x80000000',
+        '   3: jge #0x40000000 4 5',
+        '   4: jeq #0xffffffff 5 6',
+        '   5: ret #0x7fff0000',
+        '   6: ret #0x80000000',
       ].join('\n'),
     );
-    // records are u16 code, u8 jt, u8 jf, u32 k. jeq: code BPF_JMP|BPF_JEQ|BPF_K = 0x15, jt 0, jf 3
-    assert.deepEqual([...program.subarray(8, 16)], [0x15, 0x00, 0, 3, 0x3e, 0x00, 0x00, 0xc0]);
-    // jge: code 0x35, jt 1, jf 0, k 0x40000000
-    assert.deepEqual([...program.subarray(24, 32)], [0x35, 0x00, 1, 0, 0x00, 0x00, 0x00, 0x40]);
+    // records are u16 code, u8 jt, u8 jf, u32 k. jeq: code BPF_JMP|BPF_JEQ|BPF_K = 0x15, jt 0, jf 4
+    assert.deepEqual([...program.subarray(8, 16)], [0x15, 0x00, 0, 4, 0x3e, 0x00, 0x00, 0xc0]);
+    // jge: code 0x35, jt 0, jf 1, k 0x40000000
+    assert.deepEqual([...program.subarray(24, 32)], [0x35, 0x00, 0, 1, 0x00, 0x00, 0x00, 0x40]);
     // ret: code 0x06, k SECCOMP_RET_ALLOW / SECCOMP_RET_KILL_PROCESS
-    assert.deepEqual([...program.subarray(32, 40)], [0x06, 0, 0, 0, 0x00, 0x00, 0xff, 0x7f]);
-    assert.deepEqual([...program.subarray(40, 48)], [0x06, 0, 0, 0, 0x00, 0x00, 0x00, 0x80]);
+    assert.deepEqual([...program.subarray(40, 48)], [0x06, 0, 0, 0, 0x00, 0x00, 0xff, 0x7f]);
+    assert.deepEqual([...program.subarray(48, 56)], [0x06, 0, 0, 0, 0x00, 0x00, 0x00, 0x80]);
   });
 
   it('encodes seccomp_data little-endian', () => {
@@ -204,7 +205,7 @@ describe('compileSeccomp: semantics', () => {
     assert.equal(runFilter(program, { nr: 39, arch: AUDIT.I386 }).ret, RET.KILL_PROCESS, 'i386 not listed');
     assert.equal(runFilter(program, { nr: 0x40000000 + 83, arch: AUDIT.X86_64 }).ret, RET.KILL_PROCESS, 'x32 mkdir');
     assert.equal(runFilter(program, { nr: 0x40000000, arch: AUDIT.X86_64 }).ret, RET.KILL_PROCESS, 'x32 read');
-    assert.equal(runFilter(program, { nr: -1, arch: AUDIT.X86_64 }).ret, RET.KILL_PROCESS);
+    assert.equal(runFilter(program, { nr: -1, arch: AUDIT.X86_64 }).ret, RET.ALLOW, 'nr -1 is an x86_64 call (libseccomp)');
     assert.equal(runFilter(program, { nr: 83, arch: AUDIT.AARCH64 }).ret, RET.KILL_PROCESS);
     assert.equal(runFilter(program, { nr: 83, arch: 0 }).ret, RET.KILL_PROCESS);
 
@@ -228,12 +229,12 @@ describe('compileSeccomp: semantics', () => {
       SCMP_CMP_LE: (x) => x <= v,
       SCMP_CMP_GT: (x) => x > v,
       SCMP_CMP_GE: (x) => x >= v,
-      SCMP_CMP_MASKED_EQ: (x) => (x & v) === 0x1_00000000n,
+      SCMP_CMP_MASKED_EQ: (x) => (x & v) === 0x1_00000000n, // datum 0x3_00000000 & mask
     };
     for (const native of ['x86_64', 'aarch64'] as const) {
       const arch = native === 'x86_64' ? AUDIT.X86_64 : AUDIT.AARCH64;
       for (const op of OPS) {
-        const { program } = compileSeccomp(mk(op, op === 'SCMP_CMP_MASKED_EQ' ? 0x1_00000000n : undefined), { nativeArch: native });
+        const { program } = compileSeccomp(mk(op, op === 'SCMP_CMP_MASKED_EQ' ? 0x3_00000000n : undefined), { nativeArch: native });
         for (const x of probe) {
           const want = expect[op](x) ? RET.ERRNO + 1 : RET.ALLOW;
           assert.equal(runFilter(program, { nr: native === 'x86_64' ? 135 : 92, arch, args: [0n, 0n, x] }).ret, want, `${native} ${op} 0x${x.toString(16)}`);
@@ -272,6 +273,20 @@ describe('compileSeccomp: semantics', () => {
     assert.equal(w(2n, 100n), RET.TRAP);
     assert.equal(w(0x1_00000001n, 1n), RET.LOG, 'hi word differs');
     assert.equal(w(3n, 1n), RET.LOG);
+  });
+
+  it('ORs conditional rules on different arguments (a case libseccomp 2.5.4 gets wrong)', () => {
+    const spec: LinuxSeccomp = {
+      defaultAction: 'SCMP_ACT_KILL_PROCESS',
+      syscalls: [
+        { names: ['setpriority'], action: 'SCMP_ACT_ALLOW', args: [{ index: 4, value: 0x1_00000005n, op: 'SCMP_CMP_EQ' }, { index: 1, value: 0x2acbdd4b_92d94c23n, op: 'SCMP_CMP_LT' }] },
+        { names: ['setpriority'], action: 'SCMP_ACT_ALLOW', args: [{ index: 1, value: 1, op: 'SCMP_CMP_GT' }] },
+      ],
+    };
+    const { program } = compileSeccomp(spec, { nativeArch: 'x86_64' });
+    const args = [0n, 0x1_00000000n, 0xen, 0n, 1n, 0n];
+    assert.equal(runFilter(program, { nr: 141, arch: AUDIT.X86_64, args }).ret, RET.ALLOW);
+    assert.equal(runFilter(program, { nr: 141, arch: AUDIT.X86_64, args: [0n, 1n, 0n, 0n, 1n, 0n] }).ret, RET.KILL_PROCESS);
   });
 
   it('drops rules whose action is the default action (runc), so they shadow nothing', () => {

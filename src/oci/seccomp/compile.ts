@@ -7,11 +7,13 @@
  *   architectures Corral has no syscall table for (ARM) are left out with a warning (killed too);
  *   architectures that cannot occur on the native machine are dead code and are dropped.
  * - On AUDIT_ARCH_X86_64 a syscall number >= __X32_SYSCALL_BIT (0x40000000) is an x32 call: it is
- *   looked up in the x32 table when SCMP_ARCH_X32 is listed, and killed otherwise.
+ *   looked up in the x32 table when SCMP_ARCH_X32 is listed, and killed otherwise. nr == -1 (a
+ *   tracer skipping the call) gets the default action, as in libseccomp.
  * - Rules are tried in profile order; the first whose conditions all hold (AND) decides. A rule whose
  *   action (with its errno) equals the default action is dropped, as runc does.
  * - Argument comparisons are unsigned 64-bit, done on the high and low 32-bit words. For 32-bit ABIs
  *   (x86, x32) only the low word is compared, with the value truncated, as libseccomp does.
+ *   SCMP_CMP_MASKED_EQ(mask=value, datum=valueTwo) is (arg & mask) == (datum & mask), as in libseccomp.
  * - Unknown syscall names (for an ABI) are ignored with a warning.
  * - runc's -ENOSYS stub: unless the default action is ALLOW/LOG/TRACE, on each listed architecture a
  *   syscall number above the highest one the profile names returns ENOSYS (so that libc falls back
@@ -435,8 +437,9 @@ function emitCmp(e: Emitter, c: Cond, T: number, F: number, bits: 32 | 64): numb
       });
     }
     case 'SCMP_CMP_MASKED_EQ': {
+      // libseccomp compares (arg & mask) == (datum & mask)
       const mask = v;
-      const datum = c.valueTwo;
+      const datum = c.valueTwo & v;
       const lo = part(loOff, () => e.jmp(BPF_JEQ, lo32(datum), T, F), lo32(mask));
       if (bits === 32) return lo;
       if (hi32(mask) === 0 && hi32(datum) === 0) return lo; // (hi & 0) == 0 always holds
@@ -490,8 +493,10 @@ export function assemble(plan: SeccompPlan): SockFilter[] {
     if (p.abi.name === 'x86_64') {
       const x32 = byName.get('x32');
       const x32Entry = x32 ? emitTree(e, segmentsFor(x32, plan.defaultRet), plan.defaultRet, 32) : e.ret(SECCOMP_RET_KILL_PROCESS);
+      // nr == -1 (a tracer skipping the call) stays an x86_64 call, as in libseccomp
+      const high = e.jmp(BPF_JEQ, 0xffffffff, e.ret(plan.defaultRet), x32Entry);
       const tree = emitTree(e, segmentsFor(p, plan.defaultRet), plan.defaultRet, 64);
-      body = e.jmp(BPF_JGE, X32_SYSCALL_BIT, x32Entry, tree);
+      body = e.jmp(BPF_JGE, X32_SYSCALL_BIT, high, tree);
     } else {
       body = emitTree(e, segmentsFor(p, plan.defaultRet), plan.defaultRet, p.abi.bits);
     }

@@ -74,7 +74,7 @@ function holds(a: LinuxSeccompArg, args: bigint[], bits: 32 | 64): boolean {
     case 'SCMP_CMP_LE': return x <= v;
     case 'SCMP_CMP_GT': return x > v;
     case 'SCMP_CMP_GE': return x >= v;
-    case 'SCMP_CMP_MASKED_EQ': return (x & v) === v2;
+    case 'SCMP_CMP_MASKED_EQ': return (x & v) === (v2 & v); // libseccomp masks the datum too
   }
 }
 
@@ -82,11 +82,11 @@ function get(table: Readonly<Record<string, number>>, name: string): number | un
   return Object.hasOwn(table, name) ? table[name] : undefined;
 }
 
-export function reference(spec: LinuxSeccomp, native: NativeArch, call: Call): number {
+export function reference(spec: LinuxSeccomp, native: NativeArch, call: Call, opts: { enosysStub?: boolean } = {}): number {
   const nr = call.nr >>> 0;
   const listed = spec.architectures ?? [];
   let arch: string | undefined;
-  if (native === 'x86_64' && call.arch === AUDIT.X86_64) arch = nr >= 0x40000000 ? 'SCMP_ARCH_X32' : 'SCMP_ARCH_X86_64';
+  if (native === 'x86_64' && call.arch === AUDIT.X86_64) arch = nr >= 0x40000000 && nr !== 0xffffffff ? 'SCMP_ARCH_X32' : 'SCMP_ARCH_X86_64';
   else if (native === 'x86_64' && call.arch === AUDIT.I386) arch = 'SCMP_ARCH_X86';
   else if (native === 'aarch64' && call.arch === AUDIT.AARCH64) arch = 'SCMP_ARCH_AARCH64';
   const nativeScmp = native === 'x86_64' ? 'SCMP_ARCH_X86_64' : 'SCMP_ARCH_AARCH64';
@@ -108,10 +108,10 @@ export function reference(spec: LinuxSeccomp, native: NativeArch, call: Call): n
     }
   }
   // runc's -ENOSYS stub
-  if (!['SCMP_ACT_ALLOW', 'SCMP_ACT_LOG', 'SCMP_ACT_TRACE'].includes(spec.defaultAction) && listed.includes(arch as never)) {
+  if ((opts.enosysStub ?? true) && !['SCMP_ACT_ALLOW', 'SCMP_ACT_LOG', 'SCMP_ACT_TRACE'].includes(spec.defaultAction) && listed.includes(arch as never)) {
     let max = -1;
     for (const rule of spec.syscalls ?? []) for (const n of rule.names) max = Math.max(max, get(table, n) ?? -1);
-    if (max > 0 && nr > max) return RET.ERRNO + 38;
+    if (max > 0 && nr > max && !(arch === 'SCMP_ARCH_X86_64' && nr === 0xffffffff)) return RET.ERRNO + 38;
   }
   return dflt;
 }
