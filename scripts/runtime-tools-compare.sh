@@ -20,7 +20,7 @@
 # A program is "broken" when it exits non-zero, times out, or its TAP output has no plan or a plan
 # that does not match the number of results. Checks are matched between runtimes by program and
 # description (runs of 6+ digits, e.g. random temp names, are normalised; repeated descriptions get
-# an occurrence suffix). Checks with no description are matched by their test number.
+# an occurrence suffix). Checks with no description are matched by their SKIP/TODO text, else number.
 #
 # Must run as root (the validation programs create containers, cgroups and mounts). The programs
 # use the runtime's default state root; each run gets a private TMPDIR that is removed afterwards.
@@ -71,7 +71,8 @@ parse_tap() {
       }
       sub(/^- */, "", line); sub(/ +$/, "", line)
       desc = line
-      if (desc == "") desc = "#" num (directive != "" ? " " directive : "")
+      if (desc == "") { desc = directive; sub(/^ +/, "", desc) }
+      if (desc == "") desc = "#" num
       gsub(/[0-9][0-9][0-9][0-9][0-9][0-9]+/, "N", desc)
       gsub(/\t/, " ", desc)
       seen[desc]++
@@ -194,7 +195,7 @@ diff_checks() {
       lineno=$(awk -F'\t' -v p="$prog" -v k="$key" '$1 == p && $2 == k { print $4; exit }' "$results/$to.checks")
       [ -n "$lineno" ] && awk -v s="$lineno" -v m="$diag_lines" '
         NR > s && /^(not )?ok( |$)|^1\.\./ { exit }
-        NR > s && n < m && !/^ *(---|\.\.\.)$/ { print "      " $0; n++ }' "$results/$to/$prog.tap"
+        NR > s && n < m && !/^ *(---|\.\.\.)$/ { print "      " substr($0, 1, 220) (length($0) > 220 ? " ..." : ""); n++ }' "$results/$to/$prog.tap"
     fi
   done
   if [ "$n_miss" -gt 0 ]; then

@@ -52,3 +52,20 @@ export function crictl(socket: string, args: string[], options: { input?: string
     else child.stdin!.end();
   });
 }
+
+/** critest (cri-tools' conformance suite, `go test -c ./cmd/critest`): $CRITEST or /work/tools/bin/critest. */
+export const CRITEST_CANDIDATES = [process.env.CRITEST, '/work/tools/bin/critest'].filter((p): p is string => !!p);
+
+export const critestPath: string | null = (() => {
+  for (const p of CRITEST_CANDIDATES) {
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {}
+  }
+  return null;
+})();
+
+export const critestSkipReason: string | false = critestPath
+  ? false
+  : `critest not found (looked at ${CRITEST_CANDIDATES.join(', ')}); build cri-tools v1.26.1's cmd/critest (go test -c) and set CRITEST=/path/to/critest`;

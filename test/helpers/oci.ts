@@ -5,7 +5,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { SpawnSyncReturns } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmdirSync, rmSync, existsSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeBundle } from './rootfs.ts';
@@ -36,6 +36,7 @@ export function suite(name: string): Suite {
   const work = mkdtempSync(join(tmpdir(), `${marker}-`));
   const root = join(work, 'state');
   const cgroupParent = `/${marker}`;
+  let seq = 0;
   const s: Suite = {
     marker, root, work, cgroupParent,
     bundle(args, tweak) {
@@ -45,7 +46,23 @@ export function suite(name: string): Suite {
       }, work);
     },
     oci(args, opts = {}) {
-      return spawnSync(CORRAL_OCI, ['--root', root, ...args], { encoding: 'utf8', input: opts.input, timeout: opts.timeout ?? 60000 });
+      // Output goes through files, not pipes: a created container inherits the CLI's stdio and would
+      // otherwise hold the pipes open after the CLI exited.
+      const n = seq++;
+      const outFile = join(work, `.out-${n}`);
+      const errFile = join(work, `.err-${n}`);
+      const out = openSync(outFile, 'w');
+      const err = openSync(errFile, 'w');
+      const r = spawnSync(CORRAL_OCI, ['--root', root, ...args], {
+        encoding: 'utf8', input: opts.input, timeout: opts.timeout ?? 60000, stdio: [opts.input === undefined ? 'ignore' : 'pipe', out, err],
+      });
+      closeSync(out);
+      closeSync(err);
+      r.stdout = readFileSync(outFile, 'utf8');
+      r.stderr = readFileSync(errFile, 'utf8');
+      rmSync(outFile);
+      rmSync(errFile);
+      return r;
     },
     ociAsync(args) {
       return new Promise((resolve) => {

@@ -3,7 +3,7 @@
  * OCI bundles around it. Everything lives in a temp dir the caller removes.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exampleSpec } from '../../src/oci/spec/defaults.ts';
@@ -44,6 +44,7 @@ export interface Bundle {
 /** A bundle whose config runs `args` without a terminal, ready to tweak. */
 export function makeBundle(args: string[], tweak?: (spec: Spec) => void, parent?: string): Bundle {
   const dir = mkdtempSync(join(parent ?? tmpdir(), 'corral-bundle-'));
+  chmodSync(dir, 0o755);
   const rootfs = buildRootfs(join(dir, 'rootfs'));
   const spec = exampleSpec();
   spec.process!.terminal = false;

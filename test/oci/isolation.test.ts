@@ -1,7 +1,9 @@
 // What the container sees: namespaces, hostname, mounts, devices, masked/read-only paths, capabilities, users, rlimits.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { waitFor } from '../helpers/wait.ts';
 import { suite, runToEnd } from '../helpers/oci.ts';
 
 const s = suite('iso');
@@ -23,15 +25,25 @@ test('every configured namespace is new; hostname and domainname are set', () =>
   assert.equal(lines[8], 'example.test');
 });
 
-test('joining a namespace by path shares it', () => {
-  const r = runToEnd(s, 'joinns', sh('readlink /proc/self/ns/net'), (sp) => {
-    sp.linux!.namespaces = sp.linux!.namespaces!.map((n) => (n.type === 'network' ? { type: 'network', path: '/proc/1/ns/net' } : n));
-  });
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout.trim(), readlinkSync('/proc/1/ns/net'));
+test('joining a namespace by path shares it', async () => {
+  // A network namespace of our own, held by a sleeping process.
+  const holder = spawn('unshare', ['--net', 'sleep', '60'], { stdio: 'ignore' });
+  await waitFor(() => readlinkSync(`/proc/${holder.pid}/ns/net`) !== readlinkSync('/proc/self/ns/net'), 5000, 'holder in its netns');
+  const nsPath = `/proc/${holder.pid}/ns/net`;
+  try {
+    const r = runToEnd(s, 'joinns', sh('readlink /proc/self/ns/net'), (sp) => {
+      sp.linux!.namespaces = sp.linux!.namespaces!.map((n) => (n.type === 'network' ? { type: 'network', path: nsPath } : n));
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), readlinkSync(nsPath));
+  } finally {
+    holder.kill('SIGKILL');
+  }
 });
 
 test('a user namespace maps ids', () => {
+  // The container's root (host uid 100000) must be able to reach the bundle, as with runc.
+  chmodSync(s.work, 0o755);
   const r = runToEnd(s, 'userns', sh('cat /proc/self/uid_map /proc/self/gid_map; id -u'), (sp) => {
     sp.linux!.namespaces!.push({ type: 'user' });
     sp.linux!.uidMappings = [{ containerID: 0, hostID: 100000, size: 65536 }];
@@ -46,7 +58,7 @@ test('a user namespace maps ids', () => {
 });
 
 test('default devices, /dev links, /dev/pts and /dev/shm exist', () => {
-  const r = runToEnd(s, 'dev', sh('ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | cut -c1; readlink /dev/fd /dev/stdin /dev/ptmx; echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | od -An -tx1; mount | grep -E " /dev/(pts|shm) " | cut -d" " -f3'));
+  const r = runToEnd(s, 'dev', sh('ls -l /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty | cut -c1; for l in /dev/fd /dev/stdin /dev/ptmx; do readlink $l; done; echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | od -An -tx1; mount | grep -E " /dev/(pts|shm) " | cut -d" " -f3'));
   assert.equal(r.status, 0, r.stderr);
   const out = r.stdout.split('\n');
   assert.deepEqual(out.slice(0, 6), ['c', 'c', 'c', 'c', 'c', 'c']);
@@ -57,8 +69,11 @@ test('default devices, /dev links, /dev/pts and /dev/shm exist', () => {
 });
 
 test('masked paths are empty and read-only paths refuse writes', () => {
-  const r = runToEnd(s, 'mask', sh('wc -c < /proc/kcore; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo ro; echo x > /etc/probe && echo rootfs-writable'), (sp) => {
+  // Mask a file and a directory that exist on this host (some kernels have no /proc/kcore).
+  const maskedFile = ['/proc/kcore', '/proc/keys', '/proc/timer_list'].find((p) => existsSync(p))!;
+  const r = runToEnd(s, 'mask', sh(`wc -c < ${maskedFile}; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo writable || echo ro; echo x > /etc/probe && echo rootfs-writable`), (sp) => {
     sp.linux!.readonlyPaths = ['/proc/sys'];
+    sp.linux!.maskedPaths = [maskedFile, '/sys/firmware'];
   });
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.trim()), ['0', '0', 'ro', 'rootfs-writable']);

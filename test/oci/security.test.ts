@@ -25,7 +25,7 @@ test('a waiting init runs from a sealed memfd, not from the runtime binary', () 
 });
 
 test('no runtime fd reaches the container and its cwd is inside the rootfs', () => {
-  const r = runToEnd(s, 'fds', sh('ls /proc/self/fd | sort -n | tr "\\n" " "; echo; readlink /proc/1/cwd; cd /proc/self/cwd/.. && pwd'));
+  const r = runToEnd(s, 'fds', sh('ls /proc/self/fd | sort -n | tr "\\n" " "; echo; readlink /proc/1/cwd; cd -P /proc/self/cwd/.. && pwd -P'));
   assert.equal(r.status, 0, r.stderr);
   const [fds, cwd, parent] = r.stdout.trim().split('\n');
   // 0,1,2 and the fd ls itself opens for /proc/self/fd (3).
@@ -75,7 +75,8 @@ test('seccomp is applied after capabilities are dropped and with no_new_privs: t
     sp.linux!.seccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO' }] };
   });
   assert.equal(r.status, 0, r.stderr);
-  const [seccomp, nnp, capEff] = r.stdout.trim().split(' ');
+  // /proc/self/status order: CapEff, NoNewPrivs, Seccomp, Seccomp_filters.
+  const [capEff, nnp, seccomp] = r.stdout.trim().split(' ');
   assert.equal(seccomp, '2', 'seccomp filter mode');
   assert.equal(nnp, '1');
   assert.equal(BigInt(`0x${capEff}`), 1n << 5n);
@@ -89,5 +90,6 @@ test('seccomp without no_new_privs is loaded while CAP_SYS_ADMIN is still held, 
     sp.linux!.seccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO' }] };
   });
   assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(r.stdout.trim().split(' '), ['2', '0']);
+  // NoNewPrivs 0, Seccomp 2 (filter), one filter.
+  assert.deepEqual(r.stdout.trim().split(' '), ['0', '2', '1']);
 });

@@ -268,6 +268,8 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   ops.push({ op: 'clone', flags: cloneFlagsFor(spec), parentMode: input.parentMode, origin: 'linux.namespaces' });
   // The runtime writes id maps and puts us in our cgroup, then says go.
   ops.push({ op: 'syncWait', message: SYNC.GO, origin: 'runtime handshake' });
+  // In a new user namespace our host uid/gid are unmapped until we switch to the namespace's root.
+  if (isNew('user')) ops.push({ op: 'setUser', uid: 0, gid: 0, groups: [], setgroups: true, origin: 'linux.uidMappings (container root)' });
   if (isNew('cgroup')) ops.push({ op: 'unshare', flags: CLONE.NEWCGROUP, origin: 'linux.namespaces (cgroup)' });
 
   // Root file system.
