@@ -17,8 +17,12 @@
 #   RT_REUSE_B=1       likewise for RUNTIME_B and $RT_RESULTS/b
 #   RT_DIAG_LINES      lines of each differing check's TAP diagnostic to print (default 12, 0 = none)
 #
-# A program is "broken" when it exits non-zero, times out, or its TAP output has no plan or a plan
-# that does not match the number of results. Checks are matched between runtimes by program and
+# A program is "broken" when it exits non-zero, times out, prints no TAP at all ("no-tap"), its TAP
+# has no plan or a plan that does not match the number of results, or it reports a program-level
+# error (a YAML "error" block outside any result, as the lifecycle and hook programs do).
+# Note: process_rlimits_fail and process_capabilities_fail print nothing and exit 0 when the
+# runtime correctly rejects the bad config, so "no-tap" there means the runtime did the right thing;
+# they are still counted as broken, as the upstream harness would see no plan. Checks are matched between runtimes by program and
 # description (runs of 6+ digits, e.g. random temp names, are normalised; repeated descriptions get
 # an occurrence suffix). Checks with no description are matched by their SKIP/TODO text, else number.
 #
@@ -145,6 +149,7 @@ summarise() {
     status=ok
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status="broken(timeout)"
     elif [ "$rc" != 0 ]; then status="broken(rc=$rc)"
+    elif [ ! -s "$results/$side/$name.tap" ]; then status="broken(no-tap)"
     elif [ -z "$plan" ]; then status="broken(no-plan)"
     elif [ "$plan" != "$nres" ]; then status="broken(plan=$plan,got=$nres)"
     elif [ "$nerr" -gt 0 ]; then status="broken(error)"
