@@ -105,7 +105,7 @@ function runcHyperfine(): Stats {
   const json = join(tmp, 'hyperfine.json');
   const cmd = `${script} ${runc} ${runcRoot} bench-runc ${bundle} ${join(tmp, 'bench-runc.pid')}`;
   const r = spawnSync('hyperfine', ['--style', 'basic', '--warmup', String(warmup), '--runs', String(runcRuns), '--export-json', json, '-n', 'runc', cmd], {
-    stdio: ['ignore', 'inherit', 'inherit'],
+    stdio: ['ignore', 2, 2], // hyperfine's report goes to stderr; the summary is ours
   });
   if (r.status !== 0) throw new Error(`hyperfine (runc) failed with status ${r.status}`);
   const res = JSON.parse(readFileSync(json, 'utf8')).results[0];

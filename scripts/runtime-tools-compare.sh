@@ -10,7 +10,7 @@
 #   RT_VALIDATION_DIR  (required) built runtime-tools tree (or its validation/ dir)
 #   RUNTIME_A          first runtime  (default /usr/bin/runc)
 #   RUNTIME_B          second runtime (default <repo>/bin/corral-oci)
-#   RT_ONLY            extended regex; run only programs whose name matches (default: all)
+#   RT_ONLY            extended regex on "validation/<name>/<name>.t"; run only matching programs
 #   RT_TIMEOUT         seconds per program before it is killed and counted broken (default 120)
 #   RT_RESULTS         directory for TAP/stderr logs (default: a new temp dir, kept and printed)
 #   RT_REUSE_A=1       do not re-run RUNTIME_A; reuse the logs already in $RT_RESULTS/a
@@ -22,8 +22,9 @@
 # error (a YAML "error" block outside any result, as the lifecycle and hook programs do).
 # Note: process_rlimits_fail and process_capabilities_fail print nothing and exit 0 when the
 # runtime correctly rejects the bad config, so "no-tap" there means the runtime did the right thing;
-# they are still counted as broken, as the upstream harness would see no plan. Checks are matched between runtimes by program and
-# description (runs of 6+ digits, e.g. random temp names, are normalised; repeated descriptions get
+# they are still counted as broken, as the upstream harness would see no plan.
+#
+# Checks are matched between runtimes by program and description (runs of 6+ digits, e.g. random temp names, are normalised; repeated descriptions get
 # an occurrence suffix). Checks with no description are matched by their SKIP/TODO text, else number.
 #
 # Must run as root (the validation programs create containers, cgroups and mounts). The programs

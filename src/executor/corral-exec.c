@@ -48,6 +48,7 @@
 #include <linux/filter.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
+#include <linux/bpf.h>
 
 extern char **environ;
 
@@ -328,6 +329,72 @@ static void op_sync_wait(struct arg *a) {
   die(0, "expected \"%s\" on the sync fd, got \"%.200s\"", a[0].s, line);
 }
 
+/* The hook state the runtime sends once the init's pid is known (for in-container hooks). */
+static char hook_state[MAX_LINE];
+static size_t hook_state_len;
+
+static void op_sync_recv_state(struct arg *a) {
+  (void)a;
+  if (sync_read_line(hook_state, sizeof hook_state) < 0) die(0, "sync fd closed while waiting for the hook state");
+  hook_state_len = strlen(hook_state);
+}
+
+/* ---- ops: cgroup v2 device filter ------------------------------------------------ */
+
+static long sys_bpf(int cmd, union bpf_attr *attr) { return syscall(SYS_bpf, cmd, attr, sizeof *attr); }
+
+/* Load a BPF_PROG_TYPE_CGROUP_DEVICE program and attach it to the cgroup directory,
+ * replacing (detaching) any device programs attached there before. */
+static void op_attach_device_filter(struct arg *a) {
+  if (a[1].len == 0 || a[1].len % 8) die(EINVAL, "device filter program has %u bytes (not a multiple of 8)", a[1].len);
+  int dir = open(a[0].s, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) die(errno, "open cgroup %s", a[0].s);
+  uint32_t old_ids[64];
+  union bpf_attr q;
+  memset(&q, 0, sizeof q);
+  q.query.target_fd = (uint32_t)dir;
+  q.query.attach_type = BPF_CGROUP_DEVICE;
+  q.query.prog_ids = (uint64_t)(uintptr_t)old_ids;
+  q.query.prog_cnt = 64;
+  if (sys_bpf(BPF_PROG_QUERY, &q) < 0) die(errno, "query device programs of %s", a[0].s);
+  uint32_t old_cnt = q.query.prog_cnt;
+  static char log[4096];
+  union bpf_attr l;
+  memset(&l, 0, sizeof l);
+  l.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+  l.insns = (uint64_t)(uintptr_t)a[1].s;
+  l.insn_cnt = a[1].len / 8;
+  l.license = (uint64_t)(uintptr_t)"Apache-2.0";
+  l.log_buf = (uint64_t)(uintptr_t)log;
+  l.log_size = sizeof log;
+  l.log_level = 1;
+  int prog = (int)sys_bpf(BPF_PROG_LOAD, &l);
+  if (prog < 0) die(errno, "load device filter: %.300s", log);
+  union bpf_attr at;
+  memset(&at, 0, sizeof at);
+  at.target_fd = (uint32_t)dir;
+  at.attach_bpf_fd = (uint32_t)prog;
+  at.attach_type = BPF_CGROUP_DEVICE;
+  at.attach_flags = BPF_F_ALLOW_MULTI;
+  if (sys_bpf(BPF_PROG_ATTACH, &at) < 0) die(errno, "attach device filter to %s", a[0].s);
+  for (uint32_t i = 0; i < old_cnt && i < 64; i++) {
+    union bpf_attr g;
+    memset(&g, 0, sizeof g);
+    g.prog_id = old_ids[i];
+    int ofd = (int)sys_bpf(BPF_PROG_GET_FD_BY_ID, &g);
+    if (ofd < 0) continue; /* already gone */
+    union bpf_attr d;
+    memset(&d, 0, sizeof d);
+    d.target_fd = (uint32_t)dir;
+    d.attach_bpf_fd = (uint32_t)ofd;
+    d.attach_type = BPF_CGROUP_DEVICE;
+    if (sys_bpf(BPF_PROG_DETACH, &d) < 0 && errno != ENOENT) die(errno, "detach the previous device filter of %s", a[0].s);
+    close(ofd);
+  }
+  close(prog);
+  close(dir);
+}
+
 /* ---- ops: process creation ------------------------------------------------------ */
 
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -584,10 +651,13 @@ static int64_t now_ms(void) {
 }
 
 static void op_run_hook(struct arg *a) {
-  const char *path = a[0].s, *data = a[4].s;
+  const char *path = a[0].s;
+  /* An empty stdin means: the state the runtime sent with syncRecvState (if any). */
+  const char *data = a[4].len ? a[4].s : hook_state;
+  size_t total = a[4].len ? a[4].len : hook_state_len;
   char *argv0[] = {(char *)path, NULL};
   char **argv = a[1].n ? a[1].list : argv0;
-  size_t left = a[4].len;
+  size_t left = total;
   int in[2];
   sigset_t pipeset, old;
   sigemptyset(&pipeset);
@@ -629,7 +699,7 @@ static void op_run_hook(struct arg *a) {
     if (r < 0 && errno != EINTR) die(errno, "poll");
     if (r <= 0) continue;
     if (in[1] >= 0 && p[1].revents) {
-      ssize_t w = write(in[1], data + (a[4].len - left), left);
+      ssize_t w = write(in[1], data + (total - left), left);
       if (w > 0) left -= (size_t)w;
       else if (w < 0 && errno != EAGAIN && errno != EINTR) left = 0; /* the hook closed its stdin */
     }
@@ -797,6 +867,8 @@ static const struct opdef OPS[] = {
     {"seccomp", "di", op_seccomp, 0, 0},
     {"cloexecFrom", "i", op_cloexec_from, 0, 0},
     {"exec", "sllb", op_exec, 0, 0},
+    {"syncRecvState", "", op_sync_recv_state, 0, 0},
+    {"attachDeviceFilter", "sd", op_attach_device_filter, 0, 0},
 };
 #define NOPS (sizeof OPS / sizeof *OPS)
 #define OP_CLONE 6 /* opcodes are 1-based table positions */

@@ -247,26 +247,96 @@ export class ImageService {
       const chain = chainIds(diffIds);
       for (const l of manifest.layers) emit({ type: 'layer', digest: l.digest, size: l.size, status: this.db.getContent(l.digest) ? 'cached' : 'waiting' });
       await this.#unpackAll(ref, manifest.layers, diffIds, chain, lease, ro, emit);
-      // record manifests/config with their GC references, then the image: one transaction
-      const mLabels: Record<string, string> = { [`${GC_REF_CONTENT}config`]: manifest.config.digest };
-      manifest.layers.forEach((l, i) => (mLabels[`${GC_REF_CONTENT}l.${i}`] = l.digest));
       await this.content.writeBlob(manifestData, { digest: manifestDesc.digest, size: manifestDesc.size });
       if (manifestDesc.digest !== top.descriptor.digest) await this.content.writeBlob(top.data, { digest: top.descriptor.digest, size: top.descriptor.size });
-      this.db.tx(() => {
-        this.db.putContent({ digest: manifestDesc.digest, size: manifestDesc.size, mediaType: manifestDesc.mediaType, labels: mLabels });
-        if (manifestDesc.digest !== top.descriptor.digest) this.db.putContent({ digest: top.descriptor.digest, size: top.descriptor.size, mediaType: top.descriptor.mediaType, labels: topLabels });
-        const cfgLabels: Record<string, string> = {};
-        if (chain.length) cfgLabels[`${GC_REF_SNAPSHOT}${this.snapshotter.name}`] = chain[chain.length - 1]!;
-        this.db.putContent({ digest: manifest.config.digest, size: manifest.config.size, mediaType: manifest.config.mediaType, labels: cfgLabels });
-        const labels = { [LABEL_MANIFEST]: manifestDesc.digest };
-        this.db.putImage({ name, digest: top.descriptor.digest, mediaType: top.descriptor.mediaType, size: top.descriptor.size, labels });
-        if (ref.digest === undefined) {
-          // also reachable by digest, as containerd records repo@digest
-          this.db.putImage({ name: `${ref.domain}/${ref.path}@${top.descriptor.digest}`, digest: top.descriptor.digest, mediaType: top.descriptor.mediaType, size: top.descriptor.size, labels });
-        }
-      });
+      this.#record([name, ...(ref.digest === undefined ? [`${ref.domain}/${ref.path}@${top.descriptor.digest}`] : [])], top.descriptor, topLabels, manifestDesc, manifest, chain);
       emit({ type: 'done', ref: name, digest: top.descriptor.digest });
       return this.get(name);
+    } finally {
+      this.db.deleteLease(lease);
+    }
+  }
+
+  /** Record manifests/config with their GC references, then the image names: one transaction. */
+  #record(names: string[], top: Descriptor, topLabels: Record<string, string>, manifestDesc: Descriptor, manifest: ImageManifest, chain: string[]): void {
+    const mLabels: Record<string, string> = { [`${GC_REF_CONTENT}config`]: manifest.config.digest };
+    manifest.layers.forEach((l, i) => (mLabels[`${GC_REF_CONTENT}l.${i}`] = l.digest));
+    this.db.tx(() => {
+      this.db.putContent({ digest: manifestDesc.digest, size: manifestDesc.size, mediaType: manifestDesc.mediaType, labels: mLabels });
+      if (manifestDesc.digest !== top.digest) this.db.putContent({ digest: top.digest, size: top.size, mediaType: top.mediaType, labels: topLabels });
+      const cfgLabels: Record<string, string> = {};
+      if (chain.length) cfgLabels[`${GC_REF_SNAPSHOT}${this.snapshotter.name}`] = chain[chain.length - 1]!;
+      this.db.putContent({ digest: manifest.config.digest, size: manifest.config.size, mediaType: manifest.config.mediaType, labels: cfgLabels });
+      const labels = { [LABEL_MANIFEST]: manifestDesc.digest };
+      // a name@digest record too, as containerd records repo@digest
+      for (const name of names) this.db.putImage({ name, digest: top.digest, mediaType: top.mediaType, size: top.size, labels });
+    });
+  }
+
+  /**
+   * Record an image whose index/manifest, config and layer blobs are already in the content
+   * store (written there by an archive import): unpack its layers for the platform and give it
+   * `names` (fully qualified references; repo@digest names are added for tagged ones).
+   */
+  async registerImage(names: string[], top: Descriptor, opts: { platform?: Platform; onProgress?: (e: PullEvent) => void } = {}): Promise<ImageInfo> {
+    const emit = opts.onProgress ?? (() => {});
+    const platform = opts.platform ?? this.platform;
+    if (!names.length) throw new InvalidArgumentError(`image ${top.digest} has no name to record it under`);
+    const refs = names.map((n) => parseReference(n));
+    const lease = `import-${randomBytes(8).toString('hex')}`;
+    this.db.createLease(lease, { 'corral.io/pull': 'true' });
+    try {
+      const need = async (d: Descriptor, what: string): Promise<Buffer> => {
+        if (!(await this.content.has(d.digest))) throw new NotFoundError(`${what} ${d.digest} is not in the archive or the store`);
+        this.db.addLeaseResource(lease, 'content', d.digest);
+        return this.content.read(d.digest);
+      };
+      const topData = await need(top, 'image');
+      let manifestDesc = top;
+      let manifestData = topData;
+      const topLabels: Record<string, string> = {};
+      if (isIndex(top.mediaType)) {
+        const index = JSON.parse(topData.toString()) as ImageIndex;
+        if (!Array.isArray(index.manifests)) throw new InvalidArgumentError(`index ${top.digest} has no manifests list`);
+        const candidates = index.manifests.filter((m) => isManifest(m.mediaType) && platformMatches(platform, m.platform));
+        let pick: Descriptor | undefined;
+        for (const c of candidates) if (await this.content.has(c.digest)) { pick = c; break; }
+        if (!pick) {
+          const have = index.manifests.map((m) => (m.platform ? formatPlatform(m.platform) : '?')).join(', ');
+          throw new NotFoundError(`image ${names[0]} has no manifest for platform ${formatPlatform(platform)} in the archive (the index lists: ${have})`);
+        }
+        index.manifests.forEach((m, i) => (topLabels[`${GC_REF_CONTENT}m.${i}`] = m.digest));
+        manifestDesc = pick;
+        manifestData = await need(pick, 'manifest');
+      } else if (!isManifest(top.mediaType)) {
+        throw new InvalidArgumentError(`${names[0]}: unsupported manifest media type "${top.mediaType}"`);
+      }
+      const manifest = JSON.parse(manifestData.toString()) as ImageManifest;
+      if (!manifest.config || !Array.isArray(manifest.layers)) throw new InvalidArgumentError(`manifest ${manifestDesc.digest} lacks config or layers`);
+      emit({ type: 'manifest', digest: manifestDesc.digest, platform: formatPlatform(platform) });
+      const config = JSON.parse((await need(manifest.config, 'config')).toString()) as ImageConfig;
+      const diffIds = config.rootfs?.diff_ids ?? [];
+      if (diffIds.length !== manifest.layers.length) throw new InvalidArgumentError(`image ${names[0]}: config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
+      diffIds.forEach((d) => parseDigest(d));
+      const chain = chainIds(diffIds);
+      for (const l of manifest.layers) {
+        if (!layerKind(l.mediaType)) throw new InvalidArgumentError(`layer ${l.digest} has media type "${l.mediaType}", which Corral cannot unpack`);
+        const info = await this.content.info(l.digest);
+        if (!info) throw new NotFoundError(`layer ${l.digest} of ${names[0]} is not in the archive or the store`);
+        if (info.size !== l.size) throw new InvalidArgumentError(`layer ${l.digest}: ${info.size} bytes in the store, the manifest says ${l.size}`);
+        this.db.putContent({ digest: l.digest, size: l.size, mediaType: l.mediaType, labels: {} });
+        emit({ type: 'layer', digest: l.digest, size: l.size, status: 'cached' });
+      }
+      // every layer blob has a record now, so #unpackAll never goes to a registry
+      await this.#unpackAll(refs[0]!, manifest.layers, diffIds, chain, lease, {}, emit);
+      const all = new Set<string>();
+      for (const r of refs) {
+        all.add(formatReference(r));
+        if (r.digest === undefined) all.add(`${r.domain}/${r.path}@${top.digest}`);
+      }
+      this.#record([...all], top, topLabels, manifestDesc, manifest, chain);
+      emit({ type: 'done', ref: formatReference(refs[0]!), digest: top.digest });
+      return this.get(formatReference(refs[0]!));
     } finally {
       this.db.deleteLease(lease);
     }

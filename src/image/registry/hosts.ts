@@ -31,6 +31,11 @@ export interface HostsOptions {
   certsDirs?: string[];
   /** Registries (host[:port]) reached over plain HTTP. */
   insecure?: string[];
+  /**
+   * Mirrors per registry (e.g. corrald's `registry.mirrors`): `http(s)://` endpoints tried for
+   * pull and resolve, in order, before the hosts.toml hosts and the registry itself.
+   */
+  mirrors?: Record<string, string[]>;
 }
 
 const ALL: Capability[] = ['pull', 'resolve', 'push'];
@@ -118,6 +123,7 @@ export function resolveEndpoints(registry: string, opts: HostsOptions = {}): End
     for (const [k, v] of Object.entries((cfg.header as Record<string, unknown>) ?? {})) headers[k] = toList(v).join(', ');
     return { base, host: base.host, capabilities: new Set(caps as Capability[]), tls: t, headers, mirror };
   };
+  for (const url of opts.mirrors?.[registry] ?? []) endpoints.push(mk(url, { capabilities: ['pull', 'resolve'] }, true, dir));
   let server = defaultServer(registry, insecure);
   let serverCfg: Record<string, unknown> = {};
   if (file) {

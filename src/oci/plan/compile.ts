@@ -57,8 +57,8 @@ export interface CreatePlanInput {
   preserveFds?: number;
   cgroupMode: 'v1' | 'v2';
   cgroupMounts: CgroupMountSource[];
-  /** The state JSON the in-container hooks read on stdin. */
-  hookState: (status: 'creating' | 'created') => string;
+  /** cgroup v2: the device filter to attach to the container's cgroup before the init joins it. */
+  deviceFilter?: { cgroupDir: string; program: Uint8Array };
 }
 
 const S_IFCHR = 0o020000;
@@ -265,9 +265,12 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   const ops: Op[] = [];
 
   ops.push(...setnsOps(spec));
+  if (input.deviceFilter) ops.push({ op: 'attachDeviceFilter', ...input.deviceFilter, origin: 'linux.resources.devices' });
   ops.push({ op: 'clone', flags: cloneFlagsFor(spec), parentMode: input.parentMode, origin: 'linux.namespaces' });
   // The runtime writes id maps and puts us in our cgroup, then says go.
   ops.push({ op: 'syncWait', message: SYNC.GO, origin: 'runtime handshake' });
+  // In-container hooks read the state (with the init's pid, known only now) on stdin: the runtime sends it after "go".
+  if (spec.hooks?.createContainer?.length || spec.hooks?.startContainer?.length) ops.push({ op: 'syncRecvState', origin: 'hooks' });
   // In a new user namespace our host uid/gid are unmapped until we switch to the namespace's root.
   if (isNew('user')) ops.push({ op: 'setUser', uid: 0, gid: 0, groups: [], setgroups: true, origin: 'linux.uidMappings (container root)' });
   if (isNew('cgroup')) ops.push({ op: 'unshare', flags: CLONE.NEWCGROUP, origin: 'linux.namespaces (cgroup)' });
@@ -288,7 +291,7 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
     ops.push({ op: 'syncSend', message: SYNC.HOOKS, origin: 'hooks.createRuntime' });
     ops.push({ op: 'syncWait', message: SYNC.HOOKS_DONE, origin: 'hooks.createRuntime' });
   }
-  ops.push(...hookOps(spec.hooks?.createContainer, 'createContainer', input.hookState('creating')));
+  ops.push(...hookOps(spec.hooks?.createContainer, 'createContainer', ''));
   ops.push({ op: 'openStartFifo', path: input.startFifo, origin: 'start fifo' });
   if (proc.terminal) {
     if (!input.consoleSocket) throw new SpecError('process.terminal', 'a terminal needs --console-socket to hand the pty master to the caller');
@@ -321,7 +324,7 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
       { op: 'syncSend', message: SYNC.READY, origin: 'runtime handshake' },
       { op: 'waitStart', origin: 'start fifo' },
     ],
-    beforeExec: hookOps(spec.hooks?.startContainer, 'startContainer', input.hookState('created')),
+    beforeExec: hookOps(spec.hooks?.startContainer, 'startContainer', ''),
   }));
   return { ops };
 }

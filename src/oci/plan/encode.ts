@@ -57,6 +57,8 @@ export const OP_TABLE: ReadonlyArray<readonly [OpName, ReadonlyArray<readonly [s
   ['seccomp', [['program', 'd'], ['flags', 'i']]],
   ['cloexecFrom', [['from', 'i']]],
   ['exec', [['path', 's'], ['argv', 'l'], ['env', 'l'], ['searchPath', 'b']]],
+  ['syncRecvState', []],
+  ['attachDeviceFilter', [['cgroupDir', 's'], ['program', 'd']]],
 ];
 
 const opcodes = new Map<string, number>(OP_TABLE.map(([name], i) => [name, i + 1]));

@@ -150,7 +150,14 @@ export type Op =
   /** Mark every fd >= `from` close-on-exec (close_range CLOSE_RANGE_CLOEXEC). */
   | { op: 'cloexecFrom'; from: number; origin?: string }
   /** execve(path, argv, env). If `searchPath` and path has no "/", search the PATH found in env (default "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"). */
-  | { op: 'exec'; path: string; argv: string[]; env: string[]; searchPath: boolean; origin?: string };
+  | { op: 'exec'; path: string; argv: string[]; env: string[]; searchPath: boolean; origin?: string }
+  /** Read one line (the OCI state JSON) from the sync fd; later `runHook` ops with an empty `stdin` get it. */
+  | { op: 'syncRecvState'; origin?: string }
+  /**
+   * cgroup v2 devices: load `program` (eBPF, 8-byte instructions) as BPF_PROG_TYPE_CGROUP_DEVICE, attach it to
+   * `cgroupDir` with BPF_F_ALLOW_MULTI, then detach every device program that was attached there before.
+   */
+  | { op: 'attachDeviceFilter'; cgroupDir: string; program: Uint8Array; origin?: string };
 
 export type OpName = Op['op'];
 

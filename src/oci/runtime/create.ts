@@ -107,14 +107,11 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     cg.create();
     const set = cg.set(effectiveResources(spec));
     for (const w of set.warnings) ctx.logger.warn(w);
-    if (set.deviceProgram) {
-      throw new UnimplementedError('linux.resources.devices: device rules on a cgroup v2 host need a BPF device program, which this runtime cannot attach yet');
-    }
     const mounts: CgroupMountSource[] = cgroupMountSources(cg);
     const plan = compileCreatePlan({
       spec, bundle, rootfs, parentMode: opts.parentMode ?? 'exit', startFifo: fifo, consoleSocket: opts.consoleSocket,
       noPivot: opts.noPivot, preserveFds: opts.preserveFds, cgroupMode: cg.mode === 'v2' ? 'v2' : 'v1', cgroupMounts: mounts,
-      hookState: (status) => JSON.stringify(ctx.hookState(record, status)),
+      deviceFilter: set.deviceProgram ? { cgroupDir: cg.dirs()[0], program: set.deviceProgram } : undefined,
     });
     const preserve = Array.from({ length: opts.preserveFds ?? 0 }, (_, i) => 3 + i);
     executor = startExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve, executorPath: ctx.executorPath });
@@ -126,6 +123,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     cg.apply(pid);
     if (proc.oomScoreAdj !== undefined) writeOomScoreAdj(pid, proc.oomScoreAdj);
     executor.send(SYNC.GO);
+    if (plan.ops.some((o) => o.op === 'syncRecvState')) executor.send(JSON.stringify(ctx.hookState(record, 'creating')));
     if (spec.hooks?.prestart?.length || spec.hooks?.createRuntime?.length) {
       await executor.expect(SYNC.HOOKS);
       const state = ctx.hookState(record, 'creating');

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { DeadlineExceededError, FailedPreconditionError, InternalError, NotFoundError, PermissionDeniedError } from '../../errors.ts';
 import { encodePlan } from '../plan/encode.ts';
 import { CLONE, MKDIR, MS, type Op } from '../plan/ops.ts';
+import { compileDeviceFilterInsns, encodeInsns } from '../cgroups/v2-devices.ts';
 import { executorPath, isOpError, startExecutor, type ExecutorOptions, type LauncherExit } from './executor.ts';
 
 const repo = path.resolve(import.meta.dirname, '../../..');
@@ -126,6 +127,51 @@ describe('executor', () => {
     assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /sleep/);
     ex.launcher.kill('SIGTERM');
     assert.deepEqual(await ex.launcherExit(), { code: 128 + 15, signal: null });
+  });
+
+  it('attachDeviceFilter puts a cgroup v2 device program on a cgroup, replacing the previous one', async () => {
+    const dir = `/sys/fs/cgroup/unified/corral-exectest-${process.pid}`;
+    fs.mkdirSync(dir);
+    try {
+      const allowNullOnly = encodeInsns(compileDeviceFilterInsns([{ allow: false, access: 'rwm' }, { allow: true, type: 'c', major: 1, minor: 3, access: 'rwm' }]));
+      const allowZeroOnly = encodeInsns(compileDeviceFilterInsns([{ allow: false, access: 'rwm' }, { allow: true, type: 'c', major: 1, minor: 5, access: 'rwm' }]));
+      const probe = sh('cat /dev/null && echo null-ok; head -c1 /dev/zero >/dev/null 2>&1 && echo zero-ok || echo zero-denied');
+      let r = await run([
+        { op: 'attachDeviceFilter', cgroupDir: dir, program: allowNullOnly },
+        { op: 'writeFile', path: `${dir}/cgroup.procs`, data: '0' },
+        clone('wait', 0), probe,
+      ]);
+      assert.equal(r.error, undefined, String(r.error));
+      assert.equal(r.stdout, 'null-ok\nzero-denied\n');
+      // A second attach replaces the first: now /dev/zero is allowed and /dev/null denied.
+      r = await run([
+        { op: 'attachDeviceFilter', cgroupDir: dir, program: allowZeroOnly },
+        { op: 'writeFile', path: `${dir}/cgroup.procs`, data: '0' },
+        clone('wait', 0), sh('cat /dev/null 2>&- && echo null-ok || echo null-denied; [ "$(head -c1 /dev/zero | wc -c)" = 1 ] && echo zero-ok'),
+      ]);
+      assert.equal(r.stdout, 'null-denied\nzero-ok\n');
+      const bad = await run([{ op: 'attachDeviceFilter', cgroupDir: dir, program: new Uint8Array(12) }]);
+      assert.match(String(bad.error), /not a multiple of 8/);
+    } finally {
+      fs.rmdirSync(dir);
+    }
+  });
+
+  it('syncRecvState hands the runtime-sent state to hooks with an empty stdin', async () => {
+    const out = path.join(tmp, 'hook-state');
+    const ex = startExecutor({
+      plan: { ops: [
+        { op: 'syncRecvState' },
+        { op: 'runHook', path: BB, args: ['busybox', 'sh', '-c', `cat > ${out}`], env: [], timeoutSec: 5, stdin: '' },
+        sh('true'),
+      ] },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    ex.send('{"ociVersion":"1.2.0","id":"x","status":"creating","pid":42}');
+    await ex.waitExec();
+    await ex.launcherExit();
+    ex.close();
+    assert.equal(fs.readFileSync(out, 'utf8'), '{"ociVersion":"1.2.0","id":"x","status":"creating","pid":42}');
   });
 
   it('runs a plan without clone in the launcher itself (unshare, writeFile, setdomainname)', async () => {
