@@ -198,6 +198,8 @@ function deviceOps(spec: Spec, inUserNs: boolean): Op[] {
       continue;
     }
     const type = d.type === 'b' ? S_IFBLK : d.type === 'p' ? S_IFIFO : S_IFCHR;
+    const parent = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+    if (parent && parent !== 'dev') ops.push({ op: 'mkdirInRoot', path: parent, mode: 0o755, origin });
     ops.push({
       op: 'mknodInRoot', path, mode: type | (d.fileMode ?? 0o666), major: d.major ?? 0, minor: d.minor ?? 0,
       uid: d.uid ?? 0, gid: d.gid ?? 0, origin,
@@ -213,7 +215,7 @@ function hasMountAt(spec: Spec, dest: string): boolean {
 /** Process attributes shared by a container's init and `exec`: everything from rlimits to the final execve. */
 export function processOps(
   proc: Process,
-  opts: { seccomp?: LinuxSeccomp; preserveFds: number; beforeExec?: Op[]; pathPrefix: string; createHandshake?: Op[] },
+  opts: { seccomp?: LinuxSeccomp; preserveFds: number; beforeExec?: Op[]; pathPrefix: string; createHandshake?: Op[]; warnings?: string[] },
 ): Op[] {
   const ops: Op[] = [];
   const p = opts.pathPrefix;
@@ -223,7 +225,8 @@ export function processOps(
   if (proc.user.umask !== undefined) ops.push({ op: 'umask', mask: proc.user.umask, origin: `${p}user.umask` });
   let seccompOp: Op | undefined;
   if (opts.seccomp) {
-    const { program, flags } = compileSeccomp(opts.seccomp);
+    const { program, flags, warnings } = compileSeccomp(opts.seccomp);
+    opts.warnings?.push(...warnings.map((w) => `linux.seccomp: ${w}`));
     seccompOp = { op: 'seccomp', program, flags, origin: 'linux.seccomp' };
   }
   // Without no_new_privs the filter must be loaded while we still hold CAP_SYS_ADMIN.
@@ -263,6 +266,7 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   const inUserNs = ns.has('user');
   const proc = spec.process!;
   const ops: Op[] = [];
+  const warnings: string[] = [];
 
   ops.push(...setnsOps(spec));
   if (input.deviceFilter) ops.push({ op: 'attachDeviceFilter', ...input.deviceFilter, origin: 'linux.resources.devices' });
@@ -325,8 +329,9 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
       { op: 'waitStart', origin: 'start fifo' },
     ],
     beforeExec: hookOps(spec.hooks?.startContainer, 'startContainer', ''),
+    warnings,
   }));
-  return { ops };
+  return { ops, warnings };
 }
 
 export interface ExecPlanInput {
@@ -359,7 +364,8 @@ export function compileExecPlan(input: ExecPlanInput): Plan {
   if (input.process.terminal) {
     ops.push({ op: 'setupConsole', rows: input.process.consoleSize?.height ?? 0, cols: input.process.consoleSize?.width ?? 0, mountConsole: false, origin: 'process.terminal' });
   }
-  ops.push(...processOps(input.process, { seccomp: input.seccomp, preserveFds: input.preserveFds ?? 0, pathPrefix: 'process.' }));
-  return { ops };
+  const warnings: string[] = [];
+  ops.push(...processOps(input.process, { seccomp: input.seccomp, preserveFds: input.preserveFds ?? 0, pathPrefix: 'process.', warnings }));
+  return { ops, warnings };
 }
 

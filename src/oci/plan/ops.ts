@@ -163,6 +163,8 @@ export type OpName = Op['op'];
 
 export interface Plan {
   ops: Op[];
+  /** Things the compiler skipped or adjusted (e.g. unknown seccomp syscall names); for the runtime's log. */
+  warnings?: string[];
 }
 
 /** Messages the runtime and the executor exchange on the sync fd (one line each). */

@@ -113,6 +113,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
       noPivot: opts.noPivot, preserveFds: opts.preserveFds, cgroupMode: cg.mode === 'v2' ? 'v2' : 'v1', cgroupMounts: mounts,
       deviceFilter: set.deviceProgram ? { cgroupDir: cg.dirs()[0], program: set.deviceProgram } : undefined,
     });
+    for (const w of plan.warnings ?? []) ctx.logger.warn(w);
     const preserve = Array.from({ length: opts.preserveFds ?? 0 }, (_, i) => 3 + i);
     executor = startExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve, executorPath: ctx.executorPath });
     const pid = await executor.childPid();

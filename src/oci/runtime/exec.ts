@@ -46,6 +46,7 @@ export async function exec(ctx: RuntimeContext, id: string, opts: ExecOptions): 
     preserveFds: opts.preserveFds,
     detach: !!opts.detach,
   });
+  for (const w of plan.warnings ?? []) ctx.logger.warn(w);
   const preserve = Array.from({ length: opts.preserveFds ?? 0 }, (_, i) => 3 + i);
   const executor = startExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve, executorPath: ctx.executorPath });
   const pid = await executor.childPid();
