@@ -339,6 +339,12 @@ static void op_sync_recv_state(struct arg *a) {
   hook_state_len = strlen(hook_state);
 }
 
+/* Create the start fifo (in the launcher, with host paths and credentials); an existing one is an error. */
+static void op_mkfifo(struct arg *a) {
+  if (mkfifo(a[0].s, (mode_t)a[1].i) < 0) die(errno, "mkfifo %s", a[0].s);
+  if (chmod(a[0].s, (mode_t)a[1].i) < 0) die(errno, "chmod %s", a[0].s); /* not subject to the umask */
+}
+
 /* ---- ops: cgroup v2 device filter ------------------------------------------------ */
 
 static long sys_bpf(int cmd, union bpf_attr *attr) { return syscall(SYS_bpf, cmd, attr, sizeof *attr); }
@@ -869,6 +875,7 @@ static const struct opdef OPS[] = {
     {"exec", "sllb", op_exec, 0, 0},
     {"syncRecvState", "", op_sync_recv_state, 0, 0},
     {"attachDeviceFilter", "sd", op_attach_device_filter, 0, 0},
+    {"mkfifo", "si", op_mkfifo, 0, 0},
 };
 #define NOPS (sizeof OPS / sizeof *OPS)
 #define OP_CLONE 6 /* opcodes are 1-based table positions */

@@ -269,6 +269,7 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   const warnings: string[] = [];
 
   ops.push(...setnsOps(spec));
+  ops.push({ op: 'mkfifo', path: input.startFifo, mode: 0o622, origin: 'start fifo' });
   if (input.deviceFilter) ops.push({ op: 'attachDeviceFilter', ...input.deviceFilter, origin: 'linux.resources.devices' });
   ops.push({ op: 'clone', flags: cloneFlagsFor(spec), parentMode: input.parentMode, origin: 'linux.namespaces' });
   // The runtime writes id maps and puts us in our cgroup, then says go.

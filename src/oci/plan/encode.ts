@@ -59,6 +59,7 @@ export const OP_TABLE: ReadonlyArray<readonly [OpName, ReadonlyArray<readonly [s
   ['exec', [['path', 's'], ['argv', 'l'], ['env', 'l'], ['searchPath', 'b']]],
   ['syncRecvState', []],
   ['attachDeviceFilter', [['cgroupDir', 's'], ['program', 'd']]],
+  ['mkfifo', [['path', 's'], ['mode', 'i']]],
 ];
 
 const opcodes = new Map<string, number>(OP_TABLE.map(([name], i) => [name, i + 1]));

@@ -157,7 +157,9 @@ export type Op =
    * cgroup v2 devices: load `program` (eBPF, 8-byte instructions) as BPF_PROG_TYPE_CGROUP_DEVICE, attach it to
    * `cgroupDir` with BPF_F_ALLOW_MULTI, then detach every device program that was attached there before.
    */
-  | { op: 'attachDeviceFilter'; cgroupDir: string; program: Uint8Array; origin?: string };
+  | { op: 'attachDeviceFilter'; cgroupDir: string; program: Uint8Array; origin?: string }
+  /** mkfifo(path) then chmod(path, mode); fails if it exists. */
+  | { op: 'mkfifo'; path: string; mode: number; origin?: string };
 
 export type OpName = Op['op'];
 

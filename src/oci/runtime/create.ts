@@ -3,7 +3,6 @@
  * with the compiled plan, finish the handshake (id maps, cgroup, hooks) and leave the
  * init blocked on its start fifo. Any failure undoes everything it did.
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CorralError, InvalidArgumentError, NotFoundError, SpecError, UnimplementedError, fromNodeError } from '../../errors.ts';
@@ -103,7 +102,6 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
   let executor: Executor | undefined;
   try {
     const fifo = ctx.store.fifo(id);
-    execFileSync('mkfifo', ['-m', '0622', fifo]);
     cg.create();
     const set = cg.set(effectiveResources(spec));
     for (const w of set.warnings) ctx.logger.warn(w);

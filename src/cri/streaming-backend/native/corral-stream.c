@@ -13,7 +13,8 @@
  *   corral-stream attach [--stdin] DIR
  *       Connect to conmon's attach socket DIR/attach (SOCK_SEQPACKET; connected through
  *       /proc/self/fd so long paths work). Every message from conmon starts with one byte naming
- *       the stream (2 stdout, 3 stderr): the rest goes to fd 1 or fd 2. With --stdin, fd 0 is sent
+ *       the stream (2 stdout, 3 stderr): the rest goes to fd 1, or to fd 3 (fd 2 when fd 3 is not
+ *       open; fd 2 otherwise carries only this helper's own messages). With --stdin, fd 0 is sent
  *       to conmon as is and its end becomes shutdown(SHUT_WR) (conmon then closes the container's
  *       stdin unless it runs with --leave-stdin-open). Exits 0 when conmon closes the socket (the
  *       container exited).
@@ -44,6 +45,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BUFSZ 32768
@@ -225,17 +227,27 @@ static int cmd_console(int argc, char **argv) {
   char ctl[256];
   size_t ctl_len = 0;
   char buf[BUFSZ];
+  long long deadline = -1; /* ms, set when the runtime exits */
 
   for (;;) {
     if (child_status >= 0 && master_eof) break;
+    int timeout = -1;
+    if (child_status >= 0) {
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      long long now = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+      if (deadline < 0) deadline = now + 2000;
+      if (now >= deadline) break;
+      timeout = (int)(deadline - now);
+    }
     struct pollfd pf[4];
     int n = 0, i_in = -1, i_master, i_ctl = -1, i_sig;
     if (stdin_open && in_len == 0) pf[i_in = n++] = (struct pollfd){.fd = 0, .events = POLLIN};
     pf[i_master = n++] = (struct pollfd){.fd = master_eof ? -1 : master, .events = (short)(POLLIN | (in_len ? POLLOUT : 0))};
     if (ctl_open) pf[i_ctl = n++] = (struct pollfd){.fd = 3, .events = POLLIN};
     pf[i_sig = n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
-    /* once the runtime is gone, give processes that still hold the terminal 2 s to finish writing */
-    int r = poll(pf, (nfds_t)n, child_status >= 0 ? 2000 : -1);
+    /* once the runtime is gone, processes that still hold the terminal get 2 s to finish writing */
+    int r = poll(pf, (nfds_t)n, timeout);
     if (r < 0) {
       if (errno == EINTR) continue;
       die(1, "poll: %s", strerror(errno));
@@ -295,12 +307,6 @@ static int cmd_console(int argc, char **argv) {
     }
   }
   close(master);
-  if (child_status < 0) {
-    /* poll timed out with the runtime alive cannot happen (no timeout then); be safe */
-    int st;
-    waitpid(child, &st, 0);
-    child_status = st;
-  }
   return status_code(child_status);
 }
 
@@ -322,6 +328,7 @@ static int cmd_attach(int argc, char **argv) {
 
   int stdin_open = want_stdin;
   int out_ok = 1, err_ok = 1;
+  int errfd = fd_is_open(3) ? 3 : 2;
   static char buf[BUFSZ + 2];
   for (;;) {
     struct pollfd pf[2] = {{.fd = s, .events = POLLIN}, {.fd = stdin_open ? 0 : -1, .events = POLLIN}};
@@ -334,7 +341,7 @@ static int cmd_attach(int argc, char **argv) {
       if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (k <= 0) break; /* conmon closed the socket: the container exited */
       if (buf[0] == PIPE_STDOUT && out_ok && write_all(1, buf + 1, (size_t)k - 1) < 0) out_ok = 0;
-      if (buf[0] == PIPE_STDERR && err_ok && write_all(2, buf + 1, (size_t)k - 1) < 0) err_ok = 0;
+      if (buf[0] == PIPE_STDERR && err_ok && write_all(errfd, buf + 1, (size_t)k - 1) < 0) err_ok = 0;
     }
     if (stdin_open && (pf[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       ssize_t k = read(0, buf, ATTACH_CHUNK);
