@@ -117,9 +117,11 @@ export class ImageService {
     const content = new ContentStore(join(opts.root, 'content'));
     await content.init();
     let kind = opts.snapshotter ?? 'auto';
+    const prev = db.db.prepare(`SELECT value FROM meta WHERE key = 'snapshotter'`).get() as { value?: string } | undefined;
+    // "auto": the snapshotter the store was created with, else overlayfs where it works
+    if (kind === 'auto' && (prev?.value === 'overlayfs' || prev?.value === 'native')) kind = prev.value;
     if (kind === 'auto') kind = overlaySupported(join(opts.root, 'snapshots')) ? 'overlayfs' : 'native';
     const snapRoot = join(opts.root, 'snapshots', kind);
-    const prev = db.db.prepare(`SELECT value FROM meta WHERE key = 'snapshotter'`).get() as { value?: string } | undefined;
     if (prev?.value && prev.value !== kind) {
       db.close();
       throw new FailedPreconditionError(`image store ${opts.root} was created with the ${prev.value} snapshotter; open it with that one (requested ${kind})`);

@@ -1,7 +1,7 @@
 // Black-box lifecycle through the CLI: create/start/state/kill/delete, run, list, wrong-state errors, bad input.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from '../helpers/oci.ts';
 import { cgroupDirs } from '../helpers/leaks.ts';
@@ -138,3 +138,21 @@ test('errors go to --log as JSON lines with --log-format json', () => {
   assert.match(line.msg, /does not exist/);
 });
 
+
+test('spec writes a valid template; features describes the runtime; --version', () => {
+  const dir = join(s.work, 'specdir');
+  mkdirSync(dir);
+  assert.equal(s.oci(['spec', '--bundle', dir]).status, 0);
+  const spec = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  assert.equal(spec.ociVersion, '1.2.0');
+  assert.deepEqual(spec.process.args, ['sh']);
+  assert.notEqual(s.oci(['spec', '--bundle', dir]).status, 0, 'an existing config.json is not overwritten');
+  const f = JSON.parse(s.oci(['features']).stdout);
+  assert.equal(f.ociVersionMax, '1.2.0');
+  assert.ok(f.linux.namespaces.includes('user'));
+  assert.equal(f.linux.seccomp.enabled, true);
+  assert.match(s.oci(['--version']).stdout, /^corral-oci version \d+\.\d+\.\d+\nspec: 1\.2\.0/);
+  const r = s.oci(['--systemd-cgroup', 'list']);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /systemd cgroup driver is not supported/);
+});

@@ -113,8 +113,7 @@ export function newId(): string {
 }
 
 export function nowNs(): string {
-  const [s, ns] = [Math.floor(Date.now() / 1000), (Date.now() % 1000) * 1e6];
-  return (BigInt(s) * 1_000_000_000n + BigInt(ns) + process.hrtime.bigint() % 1_000_000n).toString();
+  return (BigInt(Date.now()) * 1_000_000n).toString();
 }
 
 function atomicWrite(path: string, data: string): void {

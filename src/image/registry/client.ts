@@ -6,7 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  CorralError, DeadlineExceededError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnavailableError,
+  CorralError, DeadlineExceededError, InvalidArgumentError, NotFoundError, PermissionDeniedError, UnavailableError, fromNodeError,
 } from '../../errors.ts';
 import { digestOf, parseDigest } from '../digest.ts';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, type Descriptor } from '../media.ts';
@@ -257,7 +257,12 @@ export class RegistryClient {
               }
               try {
                 for await (const c of res.body) {
-                  await w.write(c as Buffer);
+                  try {
+                    await w.write(c as Buffer);
+                  } catch (e) {
+                    // a local failure (disk full, read-only store) is not a network error: no retry
+                    throw fromNodeError(e, `write blob ${desc.digest} into the content store`);
+                  }
                   ro.onProgress?.(w.offset, desc.size);
                 }
               } catch (e) {
