@@ -8,9 +8,14 @@ import { USAGE, parseArgs, resolveConfig } from '../cri/config.ts';
 import { createLogger } from '../cri/log.ts';
 import { Daemon } from '../cri/daemon.ts';
 import { corralVersion, RUNTIME_NAME } from '../cri/runtime-info.ts';
+import { join } from 'node:path';
+import { ImageService } from '../image/service.ts';
+import { CriRuntimeService } from '../cri/runtime/service.ts';
+import { extractRuntimeFlags } from '../cri/runtime/options.ts';
 
 async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  const { flags, rest } = extractRuntimeFlags(argv);
+  const args = parseArgs(rest);
   if (args.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
@@ -21,7 +26,20 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = resolveConfig(args);
   const log = createLogger({ level: config.log_level, base: { component: 'corrald' } });
-  const daemon = new Daemon({ config, log });
+  const images = await ImageService.open({ root: join(config.root_dir, 'images'), hosts: { configDir: config.registry.hosts_dir } });
+  let runtime: CriRuntimeService | null = null;
+  const metricsRef: { set?: (n: number) => void } = {};
+  runtime = new CriRuntimeService({
+    config, log, images,
+    network: { bridge: flags.podBridge, subnet: flags.podSubnet },
+    cgroupRoot: flags.cgroupRoot, conmonPath: flags.conmon,
+    onRunningCount: (n) => metricsRef.set?.(n),
+  });
+  const rt = runtime;
+  const daemon = new Daemon({ config, log, runtime: rt.handlers(), ...(flags.podBridge || flags.podSubnet ? { networkStatus: () => rt.networkStatus() } : {}) });
+  rt.setEvents(daemon.events);
+  metricsRef.set = (n) => daemon.metrics.runningContainers.set(n);
+  await rt.recover();
   await daemon.start();
   log.info('corrald ready', { pid: process.pid, version: corralVersion(), socket: config.socket, metrics: daemon.metricsUrl, stream: daemon.streaming?.url ?? null });
 
@@ -34,6 +52,8 @@ async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', onSignal);
   });
   await daemon.stop();
+  rt.close();
+  images.close();
   log.info('stopped');
   return 0;
 }

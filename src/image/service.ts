@@ -576,7 +576,8 @@ export class ImageService {
     }
     const untagged: string[] = [];
     this.db.tx(() => {
-      const names = dropsLast ? info.names : recs.map((r) => r.name);
+      // by ID, recs may span several manifests with this config: every one of their names goes
+      const names = dropsLast ? [...new Set([...info.names, ...recs.map((r) => r.name)])] : recs.map((r) => r.name);
       for (const n of names) if (this.db.deleteImage(n)) untagged.push(n);
     });
     const gc = opts.gc === false ? undefined : await this.gc();

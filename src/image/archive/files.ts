@@ -113,30 +113,36 @@ export async function readTarArchive(src: AsyncIterable<Buffer>, content: Conten
   const files = new Map<string, BlobRef>();
   const links = new Map<string, string>();
   const written = new Set<string>();
-  for await (const e of readTar(decompress(stream, comp))) {
-    const name = cleanName(e.name);
-    if (e.type === 'symlink' || e.type === 'hardlink') {
-      const target = e.type === 'symlink' ? cleanName(posix.join(posix.dirname(name), e.linkname)) : cleanName(e.linkname);
-      links.set(name, target);
-      continue;
+  try {
+    for await (const e of readTar(decompress(stream, comp))) {
+      const name = cleanName(e.name);
+      if (e.type === 'symlink' || e.type === 'hardlink') {
+        const target = e.type === 'symlink' ? cleanName(posix.join(posix.dirname(name), e.linkname)) : cleanName(e.linkname);
+        links.set(name, target);
+        continue;
+      }
+      if (e.type !== 'file') continue;
+      if (META_FILES.has(name)) {
+        if (e.size > META_LIMIT) throw new InvalidArgumentError(`archive file ${name} is ${e.size} bytes; over the ${META_LIMIT}-byte limit for metadata`);
+        const parts: Buffer[] = [];
+        for await (const c of e.body) parts.push(c);
+        meta.set(name, Buffer.concat(parts));
+        continue;
+      }
+      const expected = digestFromPath(name);
+      if (expected && (await content.has(expected))) {
+        for await (const _ of e.body) void _; // already in the store
+        files.set(name, { digest: expected, size: (await content.info(expected))!.size });
+        continue;
+      }
+      const ref = await ingest(content, e.body, expected, name);
+      if (!db.getContent(ref.digest)) written.add(ref.digest);
+      files.set(name, ref);
     }
-    if (e.type !== 'file') continue;
-    if (META_FILES.has(name)) {
-      if (e.size > META_LIMIT) throw new InvalidArgumentError(`archive file ${name} is ${e.size} bytes; over the ${META_LIMIT}-byte limit for metadata`);
-      const parts: Buffer[] = [];
-      for await (const c of e.body) parts.push(c);
-      meta.set(name, Buffer.concat(parts));
-      continue;
-    }
-    const expected = digestFromPath(name);
-    if (expected && (await content.has(expected))) {
-      for await (const _ of e.body) void _; // already in the store
-      files.set(name, { digest: expected, size: (await content.info(expected))!.size });
-      continue;
-    }
-    const ref = await ingest(content, e.body, expected, name);
-    if (!db.getContent(ref.digest)) written.add(ref.digest);
-    files.set(name, ref);
+  } catch (e) {
+    // a bad archive leaves nothing behind: drop what this import wrote so far
+    for (const d of written) if (!db.getContent(d)) await content.delete(d);
+    throw e;
   }
   const resolve = (name: string): string => {
     let n = cleanName(name);

@@ -121,6 +121,9 @@ export const checks: Check[] = [
       if (p.apparmorProfile) {
         throw new SpecError('process.apparmorProfile', `AppArmor is not available on this host; cannot apply profile "${p.apparmorProfile}"`);
       }
+      for (const key of ['ioPriority', 'scheduler', 'execCPUAffinity'] as const) {
+        if (p[key] !== undefined) throw new SpecError(`process.${key}`, 'is not supported by this runtime yet; remove it');
+      }
       if (p.selinuxLabel) {
         throw new SpecError('process.selinuxLabel', `SELinux is not enabled on this host; cannot apply label "${p.selinuxLabel}"`);
       }
