@@ -86,6 +86,14 @@ parse_tap() {
     }' "$1"
 }
 
+# The fixed cgroup names the validation programs use, in every mounted hierarchy, sorted.
+cgroup_dirs() {
+  local d
+  for d in /sys/fs/cgroup/cgrouptest /sys/fs/cgroup/testdir /sys/fs/cgroup/*/cgrouptest /sys/fs/cgroup/*/testdir; do
+    [ -d "$d" ] && echo "$d"
+  done | sort
+}
+
 # run_all SIDE RUNTIME: runs every program, writes $results/SIDE/{<prog>.tap,<prog>.err,<prog>.rc,<prog>.secs}
 run_all() {
   local side=$1 rt=$2 p name rc start tmp
@@ -93,6 +101,7 @@ run_all() {
   for p in "${programs[@]}"; do
     name=$(basename "$p" .t)
     tmp=$(mktemp -d "/tmp/rt-compare-tmp.$side.XXXXXX")
+    cg_before=$(cgroup_dirs)
     start=$(date +%s.%N)
     (cd "$dir" && TMPDIR="$tmp" RUNTIME="$rt" timeout --kill-after=10 "$timeout_s" "./$p" \
       >"$results/$side/$name.tap" 2>"$results/$side/$name.err" </dev/null)
@@ -106,6 +115,16 @@ run_all() {
         echo "     $m" >&2; umount -l "$m" 2>/dev/null || true
       done
     fi
+    # The programs use fixed cgroup names (cgrouptest, testdir/cgrouptest); a failed create can
+    # leave them behind. Remove the ones this program created, if they hold no process.
+    comm -13 <(echo "$cg_before") <(cgroup_dirs) | sort -r | while read -r d; do
+      [ -n "$d" ] || continue
+      if [ -s "$d/cgroup.procs" ] || ! find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; then
+        echo "   WARNING: $name left cgroup $d (not removed)" >&2
+      else
+        echo "   note: $name left cgroup $d; removed" >&2
+      fi
+    done
     if grep -q " $tmp/" /proc/self/mountinfo; then
       echo "   WARNING: mounts remain under $tmp; not removing it" >&2
     else

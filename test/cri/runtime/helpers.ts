@@ -1,0 +1,129 @@
+/**
+ * Shared set-up for the runtime-service suites: a registry with a busybox image, the image
+ * pulled into the daemon's store, corrald spawned on temp dirs with its own bridge, subnet and
+ * cgroup root, and the leak checks of everything this suite may create.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes, randomInt } from 'node:crypto';
+import { ImageService } from '../../../src/image/service.ts';
+import { RegistryClient } from '../../../src/image/registry/client.ts';
+import { closeIdleConnections } from '../../../src/image/registry/transport.ts';
+import { buildImage, busyboxEntries, pushImage } from '../../helpers/image-builder.ts';
+import { startRegistry, type TestRegistry } from '../../helpers/registry.ts';
+import { call, criClients, spawnCorrald, type Client, type SpawnedDaemon } from '../harness.ts';
+
+export interface Env {
+  tag: string;
+  dir: string;
+  socket: string;
+  bridge: string;
+  subnetPrefix: string;
+  cgroupRoot: string;
+  image: string;
+  reg: TestRegistry;
+  configFile: string;
+  args: string[];
+}
+
+export function pickSubnetPrefix(): string {
+  const inUse = execFileSync('ip', ['-4', 'addr'], { encoding: 'utf8' }) + execFileSync('ip', ['-4', 'route', 'show', 'table', 'all'], { encoding: 'utf8' });
+  for (let i = 0; i < 50; i++) {
+    const o = randomInt(1, 255);
+    if (!inUse.includes(`10.214.${o}.`)) return `10.214.${o}.`;
+  }
+  throw new Error('no free 10.214.x.0/24');
+}
+
+export async function setup(): Promise<Env> {
+  const tag = randomBytes(3).toString('hex');
+  const dir = mkdtempSync(`/tmp/crt-${tag}-`);
+  const reg = await startRegistry();
+  const applets = execFileSync('/bin/busybox', ['--list'], { encoding: 'utf8' }).split('\n').filter((a) => a && a !== 'busybox');
+  const entries = busyboxEntries().filter((e) => !(e.type === 'symlink'));
+  for (const a of applets) entries.push({ name: `bin/${a}`, type: 'symlink', linkname: 'busybox' });
+  entries.push({ name: 'etc/group', data: 'root:x:0:\nnogroup:x:65534:\nstaff:x:50:nobody\n' });
+  const img = buildImage([{ entries }], { cmd: ['/bin/sh', '-c', 'echo default-cmd'] });
+  const image = `${reg.host}/corral-rt/busybox:1`;
+  await pushImage(new RegistryClient({ hosts: { insecure: [reg.host] } }), image, img);
+  const svc = await ImageService.open({ root: join(dir, 'root', 'images'), hosts: { insecure: [reg.host] } });
+  await svc.pull(image);
+  svc.close();
+  closeIdleConnections();
+  const socket = join(dir, 'cri.sock');
+  const cniDir = join(dir, 'net.d');
+  mkdirSync(cniDir);
+  const configFile = join(dir, 'corrald.toml');
+  writeFileSync(configFile, [
+    `socket = ${JSON.stringify(socket)}`, `state_dir = ${JSON.stringify(join(dir, 'state'))}`, `root_dir = ${JSON.stringify(join(dir, 'root'))}`,
+    '[cni]', `conf_dir = ${JSON.stringify(cniDir)}`, 'bin_dirs = ["/usr/lib/cni"]', '[metrics]', 'address = ""', '',
+  ].join('\n'));
+  const subnetPrefix = pickSubnetPrefix();
+  const bridge = `crt${tag}`;
+  const cgroupRoot = `/corral-rt-${tag}`;
+  const args = ['--config', configFile, '--pod-bridge', bridge, '--pod-subnet', `${subnetPrefix}0/24`, '--cgroup-root', cgroupRoot, '--log-level', 'debug'];
+  return { tag, dir, socket, bridge, subnetPrefix, cgroupRoot, image, reg, configFile, args };
+}
+
+export async function startDaemon(env: Env): Promise<{ d: SpawnedDaemon; rt: Client; close(): void }> {
+  const d = await spawnCorrald(env.args);
+  const c = criClients(env.socket);
+  return { d, rt: c.runtime, close: () => c.close() };
+}
+
+export function podConfig(env: Env, name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    metadata: { name, uid: `uid-${name}-${env.tag}`, namespace: 'rt-test', attempt: 0 },
+    hostname: name,
+    log_directory: join(env.dir, 'logs', name),
+    labels: { app: name, suite: env.tag },
+    linux: { cgroup_parent: `${env.cgroupRoot}/${name}` },
+    ...extra,
+  };
+}
+
+export function containerConfig(env: Env, name: string, command: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { metadata: { name, attempt: 0 }, image: { image: env.image }, command, log_path: `${name}.log`, labels: { c: name }, ...extra };
+}
+
+export async function waitState(rt: Client, id: string, state: string, ms = 20000): Promise<Record<string, any>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const st = (await call<{ status: Record<string, any> }>(rt, 'ContainerStatus', { container_id: id })).status;
+    if (st.state === state) return st;
+    if (Date.now() > end) throw new Error(`container ${id} is ${st.state}, not ${state} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Everything of ours on the host: mounts, cgroups, veths on our bridge, iptables lines. */
+export function leftovers(env: Env): string[] {
+  const out: string[] = [];
+  for (const l of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const mp = l.split(' ')[4];
+    if (mp && mp.includes(env.dir)) out.push(`mount ${mp}`);
+  }
+  // The suite's own cgroup root may remain (the daemon made it as a pod cgroup's parent); nothing below it may.
+  for (const h of CGROUP_HIERARCHIES) {
+    let kids: string[] = [];
+    try {
+      kids = readdirSync(`/sys/fs/cgroup/${h}${env.cgroupRoot}`, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {}
+    for (const k of kids) out.push(`cgroup ${h}${env.cgroupRoot}/${k}`);
+  }
+  const links = spawnSync('ip', ['-o', 'link', 'show', 'master', env.bridge], { encoding: 'utf8' }).stdout.trim();
+  if (links) out.push(`veths on ${env.bridge}: ${links}`);
+  const ipt = spawnSync('iptables-save', [], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes(env.subnetPrefix));
+  for (const l of ipt) out.push(`iptables ${l}`);
+  return out;
+}
+
+const CGROUP_HIERARCHIES = ['memory', 'cpu', 'cpuacct', 'pids', 'freezer', 'devices', 'cpuset', 'blkio', 'systemd', 'unified', 'net_cls', 'net_prio', 'perf_event', 'hugetlb', 'rdma', 'misc'];
+
+export async function teardown(env: Env): Promise<void> {
+  for (const h of CGROUP_HIERARCHIES) try { rmdirSync(`/sys/fs/cgroup/${h}${env.cgroupRoot}`); } catch {}
+  spawnSync('ip', ['link', 'del', env.bridge]);
+  await env.reg.stop();
+  rmSync(env.dir, { recursive: true, force: true });
+}
