@@ -87,7 +87,6 @@ describe('corrald restart after kill -9', () => {
     daemon = await startDaemon(env);
     rt = daemon.rt;
     const pods = (await call<{ items: { id: string; state: string }[] }>(rt, 'ListPodSandbox', {})).items;
-    if (process.env.CRT_DEBUG) console.log('DBG', halfId, JSON.stringify(pods), daemon.d.stderr().split('\n').filter((l) => /roll/.test(l)).join(' | '));
     for (const p of pods) assert.equal(p.state, 'SANDBOX_READY', `sandbox ${p.id} is either finished or gone`);
     assert.ok(pods.some((p) => p.id === pod));
     assert.ok(halfId, 'the interrupted RunPodSandbox had written its record');
