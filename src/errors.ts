@@ -1,3 +1,5 @@
+import { constants as osConstants } from 'node:os';
+
 /**
  * The one error hierarchy of Corral. Every error a user can see is a CorralError
  * with a stable `code`; errno values from the kernel are mapped to these classes
@@ -93,6 +95,7 @@ const errnoClasses: Record<string, new (m: string, o?: { cause?: unknown; errno?
   ETIMEDOUT: DeadlineExceededError,
   ENOSYS: UnimplementedError,
   EOPNOTSUPP: UnimplementedError,
+  ENOTSUP: UnimplementedError,
 };
 
 /** The single errno → CorralError boundary. `what` says what was being done ("mount /proc"). */
@@ -117,12 +120,6 @@ export function fromNodeError(err: unknown, what: string): CorralError {
   return new InternalError(`${what}: ${message}`, { cause: err });
 }
 
-/** Linux x86_64/aarch64 errno numbers (asm-generic), for decoding numbers reported by the executor. */
-export const errnoNames: Record<number, string> = {
-  1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 4: 'EINTR', 5: 'EIO', 6: 'ENXIO', 7: 'E2BIG', 8: 'ENOEXEC',
-  9: 'EBADF', 10: 'ECHILD', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES', 14: 'EFAULT', 15: 'ENOTBLK',
-  16: 'EBUSY', 17: 'EEXIST', 18: 'EXDEV', 19: 'ENODEV', 20: 'ENOTDIR', 21: 'EISDIR', 22: 'EINVAL',
-  23: 'ENFILE', 24: 'EMFILE', 25: 'ENOTTY', 26: 'ETXTBSY', 27: 'EFBIG', 28: 'ENOSPC', 29: 'ESPIPE',
-  30: 'EROFS', 31: 'EMLINK', 32: 'EPIPE', 33: 'EDOM', 34: 'ERANGE', 36: 'ENAMETOOLONG', 38: 'ENOSYS',
-  39: 'ENOTEMPTY', 40: 'ELOOP', 95: 'EOPNOTSUPP', 110: 'ETIMEDOUT', 111: 'ECONNREFUSED', 122: 'EDQUOT',
-};
+/** errno number → name on this host (from the platform's own table), for numbers the executor reports. */
+export const errnoNames: Record<number, string> = {};
+for (const [name, n] of Object.entries(osConstants.errno)) errnoNames[n] ??= name; // first name wins: EAGAIN, not EWOULDBLOCK

@@ -10,6 +10,7 @@ import { Daemon } from '../cri/daemon.ts';
 import { corralVersion, RUNTIME_NAME } from '../cri/runtime-info.ts';
 import { join } from 'node:path';
 import { ImageService } from '../image/service.ts';
+import { createImageServiceImpl, imageServiceOptions } from '../cri/image/index.ts';
 import { CriRuntimeService } from '../cri/runtime/service.ts';
 import { extractRuntimeFlags } from '../cri/runtime/options.ts';
 
@@ -26,7 +27,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = resolveConfig(args);
   const log = createLogger({ level: config.log_level, base: { component: 'corrald' } });
-  const images = await ImageService.open({ root: join(config.root_dir, 'images'), hosts: { configDir: config.registry.hosts_dir } });
+  // One image store for both services: the RuntimeService reads image configs and snapshots from it.
+  const images = await ImageService.open({ ...imageServiceOptions(config), root: join(config.root_dir, 'images') });
   let runtime: CriRuntimeService | null = null;
   const metricsRef: { set?: (n: number) => void } = {};
   runtime = new CriRuntimeService({
@@ -36,9 +38,12 @@ async function main(argv: string[]): Promise<number> {
     onRunningCount: (n) => metricsRef.set?.(n),
   });
   const rt = runtime;
-  const daemon = new Daemon({ config, log, runtime: rt.handlers(), ...(flags.podBridge || flags.podSubnet ? { networkStatus: () => rt.networkStatus() } : {}) });
+  const pullBytes: { add?: (n: number) => void } = {};
+  const image = createImageServiceImpl(images, { log, onPullBytes: (n) => pullBytes.add?.(n) });
+  const daemon = new Daemon({ config, log, runtime: rt.handlers(), image, ...(flags.podBridge || flags.podSubnet ? { networkStatus: () => rt.networkStatus() } : {}) });
   rt.setEvents(daemon.events);
   metricsRef.set = (n) => daemon.metrics.runningContainers.set(n);
+  pullBytes.add = (n) => daemon.metrics.pullBytes.inc(undefined, n);
   await rt.recover();
   await daemon.start();
   log.info('corrald ready', { pid: process.pid, version: corralVersion(), socket: config.socket, metrics: daemon.metricsUrl, stream: daemon.streaming?.url ?? null });

@@ -523,9 +523,13 @@ static void op_mknod_in_root(struct arg *a) {
   char name[NAME_MAX + 1];
   int dir = in_root_parent(a[0].s, name);
   if (dir < 0) die(errno, "resolve the parent of %s in the root", a[0].s);
-  if (mknodat(dir, name, (mode_t)a[1].i, makedev(a[2].i, a[3].i)) < 0) {
-    if (errno == EEXIST) return (void)close(dir);
-    die(errno, "mknod %s in the root", a[0].s);
+  mode_t old = umask(0); /* the node gets exactly the requested mode */
+  int r = mknodat(dir, name, (mode_t)a[1].i, makedev(a[2].i, a[3].i));
+  int e = errno;
+  umask(old);
+  if (r < 0) {
+    if (e == EEXIST) return (void)close(dir);
+    die(e, "mknod %s in the root", a[0].s);
   }
   if (fchownat(dir, name, (uid_t)a[4].i, (gid_t)a[5].i, AT_SYMLINK_NOFOLLOW) < 0)
     die(errno, "chown %s in the root", a[0].s);
@@ -550,6 +554,13 @@ static void op_pivot_root(struct arg *a) {
 static void op_move_root(struct arg *a) {
   if (chdir(a[0].s) < 0) die(errno, "chdir %s", a[0].s);
   if (mount(a[0].s, "/", NULL, MS_MOVE, NULL) < 0) die(errno, "move %s to /", a[0].s);
+  if (chroot(".") < 0) die(errno, "chroot %s", a[0].s);
+  if (chdir("/") < 0) die(errno, "chdir /");
+}
+
+/* No mount namespace: chroot into the rootfs without touching the (host's) mount tree. */
+static void op_chroot(struct arg *a) {
+  if (chdir(a[0].s) < 0) die(errno, "chdir %s", a[0].s);
   if (chroot(".") < 0) die(errno, "chroot %s", a[0].s);
   if (chdir("/") < 0) die(errno, "chdir /");
 }
@@ -794,8 +805,30 @@ static void op_seccomp(struct arg *a) {
 }
 
 static void op_cloexec_from(struct arg *a) {
-  if (syscall(SYS_close_range, (unsigned)a[0].i, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-    die(errno, "close_range %u CLOEXEC", (unsigned)a[0].i);
+  unsigned from = (unsigned)a[0].i;
+  if (syscall(SYS_close_range, from, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  if (errno != EPERM && errno != ENOSYS && errno != EINVAL) die(errno, "close_range %u CLOEXEC", from);
+  /* Old kernels, or a seccomp profile without close_range: mark each open fd by hand. */
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd");
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) die(errno, "open /proc/self/fd to mark fds close-on-exec");
+  char buf[4096];
+  for (;;) {
+    long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+    if (n < 0) die(errno, "read /proc/self/fd");
+    if (n == 0) break;
+    for (long off = 0; off < n;) {
+      struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *d = (void *)(buf + off);
+      off += d->reclen;
+      char *end;
+      long fd = strtol(d->name, &end, 10);
+      if (*end || end == d->name || fd < (long)from || fd == dfd) continue;
+      int fl = fcntl((int)fd, F_GETFD);
+      if (fl >= 0 && fcntl((int)fd, F_SETFD, fl | FD_CLOEXEC) < 0) die(errno, "mark fd %ld close-on-exec", fd);
+    }
+  }
+  close(dfd);
 }
 
 static void op_exec(struct arg *a) {
@@ -876,6 +909,7 @@ static const struct opdef OPS[] = {
     {"syncRecvState", "", op_sync_recv_state, 0, 0},
     {"attachDeviceFilter", "sd", op_attach_device_filter, 0, 0},
     {"mkfifo", "si", op_mkfifo, 0, 0},
+    {"chroot", "s", op_chroot, 0, 0},
 };
 #define NOPS (sizeof OPS / sizeof *OPS)
 #define OP_CLONE 6 /* opcodes are 1-based table positions */

@@ -73,16 +73,16 @@ describe('a running corrald', () => {
   });
 
   test('unimplemented RPCs answer UNIMPLEMENTED naming the RPC', async () => {
-    await assert.rejects(call(clients.runtime, 'RunPodSandbox', {}), { code: grpc.status.UNIMPLEMENTED, details: 'RuntimeService.RunPodSandbox is not implemented by corrald yet' });
-    await assert.rejects(call(clients.runtime, 'Exec', { container_id: 'x', cmd: ['sh'] }), { code: grpc.status.UNIMPLEMENTED, details: /RuntimeService\.Exec / });
-    await assert.rejects(call(clients.image, 'ListImages', {}), { code: grpc.status.UNIMPLEMENTED, details: /ImageService\.ListImages/ });
+    await assert.rejects(call(clients.runtime, 'CheckpointContainer', { container_id: 'x' }), {
+      code: grpc.status.UNIMPLEMENTED, details: /RuntimeService\.CheckpointContainer/,
+    });
   });
 
   test('/metrics has per-RPC latency histograms and error counters', async () => {
     const text = await (await fetch(String(d.ready.metrics))).text();
     assert.match(text, /^# TYPE corral_cri_operation_duration_seconds histogram$/m);
     assert.match(text, /^corral_cri_operation_duration_seconds_count\{service="RuntimeService",method="Version"\} 1$/m);
-    assert.match(text, /^corral_cri_operation_errors_total\{service="RuntimeService",method="RunPodSandbox",code="UNIMPLEMENTED"\} 1$/m);
+    assert.match(text, /^corral_cri_operation_errors_total\{service="RuntimeService",method="CheckpointContainer",code="UNIMPLEMENTED"\} 1$/m);
     assert.match(text, /^corral_cri_operation_errors_total\{service="RuntimeService",method="UpdateRuntimeConfig",code="INVALID_ARGUMENT"\} 1$/m);
     assert.match(text, /^corral_running_containers 0$/m);
   });

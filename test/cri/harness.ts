@@ -44,8 +44,17 @@ export interface SpawnedDaemon {
 }
 
 /** Start corrald; resolves at its "corrald ready" log line, rejects if it exits first. */
-export function spawnCorrald(args: string[]): Promise<SpawnedDaemon> {
+/** Every daemon a test starts keeps its state in a temp dir of its own unless the test names one. */
+function withOwnRoot(args: string[]): { args: string[]; cleanup: () => void } {
+  if (args.some((a) => a === '--root-dir' || a === '--config' || a === '--version' || a === '--help')) return { args, cleanup: () => {} };
+  const root = mkdtempSync(join(tmpdir(), 'corral-crit-root-'));
+  return { args: [...args, '--root-dir', root], cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+export function spawnCorrald(rawArgs: string[]): Promise<SpawnedDaemon> {
+  const { args, cleanup } = withOwnRoot(rawArgs);
   const child = spawn(NODE, ['--no-warnings', CORRALD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.once('exit', cleanup);
   let err = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
   return new Promise((resolve, reject) => {
@@ -65,9 +74,11 @@ export function spawnCorrald(args: string[]): Promise<SpawnedDaemon> {
 }
 
 /** Run corrald to completion (for --version, bad configs, refused starts). */
-export function runCorrald(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCorrald(rawArgs: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { args, cleanup } = withOwnRoot(rawArgs);
   return new Promise((resolve) => {
     const child = spawn(NODE, ['--no-warnings', CORRALD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.once('exit', cleanup);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));

@@ -1,7 +1,7 @@
 // What the container sees: namespaces, hostname, mounts, devices, masked/read-only paths, capabilities, users, rlimits.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { waitFor } from '../helpers/wait.ts';
 import { suite, runToEnd } from '../helpers/oci.ts';
@@ -140,4 +140,48 @@ test('the container sees its own cgroup at /sys/fs/cgroup', () => {
   });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim().split('\n')[1], String(64 * 1024 * 1024));
+});
+
+test('mount and uts namespaces joined by path are used (and the hostname is set in the joined uts namespace)', async () => {
+  const holder = spawn('unshare', ['--mount', '--uts', 'sleep', '60'], { stdio: 'ignore' });
+  await waitFor(() => readlinkSync(`/proc/${holder.pid}/ns/uts`) !== readlinkSync('/proc/self/ns/uts'), 5000, 'holder in its namespaces');
+  try {
+    const r = runToEnd(s, 'joinmnt', sh('readlink /proc/self/ns/mnt; readlink /proc/self/ns/uts; hostname'), (sp) => {
+      sp.hostname = 'joined-uts';
+      sp.linux!.namespaces = sp.linux!.namespaces!.map((n) =>
+        n.type === 'mount' ? { type: 'mount', path: `/proc/${holder.pid}/ns/mnt` } : n.type === 'uts' ? { type: 'uts', path: `/proc/${holder.pid}/ns/uts` } : n);
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), [readlinkSync(`/proc/${holder.pid}/ns/mnt`), readlinkSync(`/proc/${holder.pid}/ns/uts`), 'joined-uts']);
+  } finally {
+    holder.kill('SIGKILL');
+  }
+});
+
+test('without a mount namespace the init chroots, and delete removes the mounts it made under the rootfs', () => {
+  const b = s.bundle(sh('ls /proc/self >/dev/null && echo proc-ok; readlink /proc/self/ns/mnt'), (sp) => {
+    sp.linux!.namespaces = sp.linux!.namespaces!.filter((n) => n.type !== 'mount' && n.type !== 'cgroup');
+    sp.mounts = sp.mounts!.filter((m) => ['/proc', '/dev', '/dev/pts'].includes(m.destination));
+    sp.linux!.maskedPaths = [];
+    sp.linux!.readonlyPaths = [];
+  });
+  const id = s.id('nomntns');
+  assert.equal(s.oci(['create', '--bundle', b.dir, id]).status, 0);
+  const mountsWhileCreated = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(b.rootfs)).length;
+  assert.ok(mountsWhileCreated >= 3, 'proc, dev and dev/pts are mounted under the rootfs in the host namespace');
+  const r = s.oci(['start', id]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(s.oci(['delete', '--force', id]).status, 0);
+  assert.equal(readFileSync('/proc/self/mountinfo', 'utf8').includes(b.rootfs), false, 'no mount left under the rootfs');
+});
+
+test('device nodes get exactly the configured mode, owner and numbers', () => {
+  const r = runToEnd(s, 'devmode', sh('stat -c "%a %u %g %t %T %F" /dev/fuse /dev/net/tun'), (sp) => {
+    sp.linux!.devices = [
+      { path: '/dev/fuse', type: 'c', major: 10, minor: 229, fileMode: 0o660, uid: 7, gid: 8 },
+      { path: '/dev/net/tun', type: 'c', major: 10, minor: 200, fileMode: 0o600 },
+    ];
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split('\n'), ['660 7 8 a e5 character special file', '600 0 0 a c8 character special file']);
 });

@@ -156,3 +156,13 @@ test('spec writes a valid template; features describes the runtime; --version', 
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /systemd cgroup driver is not supported/);
 });
+
+test('a failed create removes the cgroup parents it created', () => {
+  const b = s.bundle(['/bin/true'], (sp) => {
+    sp.linux!.cgroupsPath = `${s.cgroupParent}/made/by/create`;
+    sp.mounts!.push({ destination: '/mnt', type: 'nosuchfs', source: 'x' });
+  });
+  assert.notEqual(s.oci(['create', '--bundle', b.dir, s.id('cgparents')]).status, 0);
+  assert.deepEqual(cgroupDirs('made'), []);
+  assert.deepEqual(cgroupDirs('by'), []);
+});

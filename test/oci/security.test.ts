@@ -93,3 +93,12 @@ test('seccomp without no_new_privs is loaded while CAP_SYS_ADMIN is still held, 
   // NoNewPrivs 0, Seccomp 2 (filter), one filter.
   assert.deepEqual(r.stdout.trim().split(' '), ['0', '2', '1']);
 });
+
+test('a seccomp allowlist without close_range still gets the fds marked close-on-exec (fallback)', () => {
+  const r = runToEnd(s, 'noclose', sh('ls /proc/self/fd | sort -n | tr "\\n" " "'), (sp) => {
+    sp.process!.noNewPrivileges = false;
+    sp.linux!.seccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['close_range'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] };
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(r.stdout.trim().split(' '), ['0', '1', '2', '3']);
+});

@@ -229,9 +229,10 @@ export function processOps(
     opts.warnings?.push(...warnings.map((w) => `linux.seccomp: ${w}`));
     seccompOp = { op: 'seccomp', program, flags, origin: 'linux.seccomp' };
   }
+  // Marking fds close-on-exec needs no privilege, so it goes before any filter that might not allow close_range.
+  ops.push({ op: 'cloexecFrom', from: 3 + opts.preserveFds, origin: 'preserved file descriptors' });
   // Without no_new_privs the filter must be loaded while we still hold CAP_SYS_ADMIN.
   if (seccompOp && !proc.noNewPrivileges) ops.push(seccompOp);
-  ops.push({ op: 'cloexecFrom', from: 3 + opts.preserveFds, origin: 'preserved file descriptors' });
   const caps = proc.capabilities ?? {};
   ops.push({ op: 'capsBounding', keep: capabilityMask(caps.bounding, `${p}capabilities.bounding`), origin: `${p}capabilities.bounding` });
   ops.push({
@@ -280,11 +281,15 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   if (isNew('user')) ops.push({ op: 'setUser', uid: 0, gid: 0, groups: [], setgroups: true, origin: 'linux.uidMappings (container root)' });
   if (isNew('cgroup')) ops.push({ op: 'unshare', flags: CLONE.NEWCGROUP, origin: 'linux.namespaces (cgroup)' });
 
-  // Root file system.
+  // Root file system. Without a mount namespace (allowed, as runc allows it) the host's mount tree is never
+  // re-propagated or pivoted: mounts land under the rootfs and `delete` removes them; the init chroots.
+  const ownMountNs = ns.has('mount');
   const rootProp = propagationFlags(spec.linux?.rootfsPropagation) ?? MS.SLAVE | MS.REC;
   const sharedRoot = (rootProp & MS.SHARED) !== 0;
-  ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: sharedRoot ? MS.SLAVE | MS.REC : rootProp, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
-  ops.push({ op: 'mount', source: input.rootfs, target: input.rootfs, fstype: '', flags: MS.BIND | MS.REC, data: '', extra: 0, origin: 'root.path' });
+  if (ownMountNs) {
+    ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: sharedRoot ? MS.SLAVE | MS.REC : rootProp, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
+    ops.push({ op: 'mount', source: input.rootfs, target: input.rootfs, fstype: '', flags: MS.BIND | MS.REC, data: '', extra: 0, origin: 'root.path' });
+  }
   ops.push({ op: 'openRoot', path: input.rootfs, origin: 'root.path' });
   ops.push(...mountOps(input, inUserNs, isNew('cgroup')));
   ops.push(...deviceOps(spec, inUserNs));
@@ -302,11 +307,13 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
     if (!input.consoleSocket) throw new SpecError('process.terminal', 'a terminal needs --console-socket to hand the pty master to the caller');
     ops.push({ op: 'consoleConnect', path: input.consoleSocket, origin: '--console-socket' });
   }
-  ops.push(input.noPivot ? { op: 'moveRoot', path: input.rootfs, origin: '--no-pivot' } : { op: 'pivotRoot', path: input.rootfs, origin: 'root.path' });
-  if (sharedRoot) ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: rootProp, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
+  if (!ownMountNs) ops.push({ op: 'chroot', path: input.rootfs, origin: 'root.path (no mount namespace)' });
+  else if (input.noPivot) ops.push({ op: 'moveRoot', path: input.rootfs, origin: '--no-pivot' });
+  else ops.push({ op: 'pivotRoot', path: input.rootfs, origin: 'root.path' });
+  if (sharedRoot && ownMountNs) ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: rootProp, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
 
-  if (spec.hostname !== undefined && isNew('uts')) ops.push({ op: 'sethostname', name: spec.hostname, origin: 'hostname' });
-  if (spec.domainname !== undefined && isNew('uts')) ops.push({ op: 'setdomainname', name: spec.domainname, origin: 'domainname' });
+  if (spec.hostname !== undefined && ns.has('uts')) ops.push({ op: 'sethostname', name: spec.hostname, origin: 'hostname' });
+  if (spec.domainname !== undefined && ns.has('uts')) ops.push({ op: 'setdomainname', name: spec.domainname, origin: 'domainname' });
   for (const [key, value] of Object.entries(spec.linux?.sysctl ?? {})) {
     ops.push({ op: 'writeFile', path: `/proc/sys/${key.replaceAll('.', '/')}`, data: value, origin: `linux.sysctl["${key}"]` });
   }
@@ -315,7 +322,7 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   }
   spec.linux?.readonlyPaths?.forEach((path, i) => ops.push({ op: 'readonlyPath', path, origin: `linux.readonlyPaths[${i}]` }));
   spec.linux?.maskedPaths?.forEach((path, i) => ops.push({ op: 'maskPath', path, origin: `linux.maskedPaths[${i}]` }));
-  if (spec.root?.readonly) {
+  if (spec.root?.readonly && ownMountNs) {
     ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: MS.REMOUNT | MS.BIND | MS.RDONLY, data: '', extra: MOUNT_EXTRA.KEEP_LOCKED_FLAGS, origin: 'root.readonly' });
   }
   if (spec.linux?.personality) {

@@ -60,6 +60,7 @@ export const OP_TABLE: ReadonlyArray<readonly [OpName, ReadonlyArray<readonly [s
   ['syncRecvState', []],
   ['attachDeviceFilter', [['cgroupDir', 's'], ['program', 'd']]],
   ['mkfifo', [['path', 's'], ['mode', 'i']]],
+  ['chroot', [['path', 's']]],
 ];
 
 const opcodes = new Map<string, number>(OP_TABLE.map(([name], i) => [name, i + 1]));

@@ -159,7 +159,9 @@ export type Op =
    */
   | { op: 'attachDeviceFilter'; cgroupDir: string; program: Uint8Array; origin?: string }
   /** mkfifo(path) then chmod(path, mode); fails if it exists. */
-  | { op: 'mkfifo'; path: string; mode: number; origin?: string };
+  | { op: 'mkfifo'; path: string; mode: number; origin?: string }
+  /** Without a mount namespace: chdir(path); chroot("."); chdir("/") — the mount tree is left alone. */
+  | { op: 'chroot'; path: string; origin?: string };
 
 export type OpName = Op['op'];
 

@@ -3,7 +3,7 @@
  * with the compiled plan, finish the handshake (id maps, cgroup, hooks) and leave the
  * init blocked on its start fifo. Any failure undoes everything it did.
  */
-import { readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CorralError, InvalidArgumentError, NotFoundError, SpecError, UnimplementedError, fromNodeError } from '../../errors.ts';
 import { compileCreatePlan } from '../plan/compile.ts';
@@ -20,6 +20,7 @@ import { findExecutableInRoot } from './resolve-in-root.ts';
 import { processStartTime, validateId } from './state-store.ts';
 import type { ContainerRecord } from './state-store.ts';
 import { cgroupMountSources } from './cgroup-view.ts';
+import { sharesHostMountNs, unmountUnder } from './host-mounts.ts';
 import { defaultCgroupsPath } from '../cgroups/index.ts';
 
 export interface CreateOptions {
@@ -100,8 +101,10 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
   ctx.store.reserve(record);
   const cg = ctx.cgroup(record);
   let executor: Executor | undefined;
+  let createdCgroupDirs: string[] = [];
   try {
     const fifo = ctx.store.fifo(id);
+    createdCgroupDirs = missingAncestors(cg.dirs());
     cg.create();
     const set = cg.set(effectiveResources(spec));
     for (const w of set.warnings) ctx.logger.warn(w);
@@ -137,22 +140,36 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     if (opts.pidFile) writePidFile(opts.pidFile, pid);
     return { record, executor };
   } catch (e) {
-    await rollback(ctx, record, executor);
+    await rollback(ctx, record, executor, createdCgroupDirs);
     throw e;
   }
 }
 
-async function rollback(ctx: RuntimeContext, record: ContainerRecord, executor: Executor | undefined): Promise<void> {
+async function rollback(ctx: RuntimeContext, record: ContainerRecord, executor: Executor | undefined, createdDirs: string[]): Promise<void> {
   if (record.pid > 0) {
     try { process.kill(record.pid, 'SIGKILL'); } catch { /* already gone */ }
   }
   executor?.close();
   try {
     await ctx.cgroup(record).destroy();
+    // Parents this create made (e.g. "a/b" for cgroupsPath "a/b/c") go too, deepest first.
+    for (const dir of createdDirs) {
+      try { rmdirSync(dir); } catch { /* in use by someone else meanwhile, or gone */ }
+    }
   } catch (e) {
     ctx.logger.warn(`rollback: removing cgroup ${record.cgroupsPath} failed: ${(e as Error).message}`);
   }
+  if (sharesHostMountNs(record.spec)) unmountUnder(record.rootfs);
   ctx.store.remove(record.id);
+}
+
+/** For each cgroup dir, the ancestors (excluding the dir itself) that do not exist yet, deepest first. */
+function missingAncestors(dirs: string[]): string[] {
+  const out: string[] = [];
+  for (const dir of dirs) {
+    for (let p = dirname(dir); p !== '/' && !existsSync(p); p = dirname(p)) out.push(p);
+  }
+  return out.sort((a, b) => b.length - a.length);
 }
 
 function writeIdMaps(spec: Spec, pid: number): void {

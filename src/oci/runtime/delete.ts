@@ -8,6 +8,7 @@ import { FailedPreconditionError, NotFoundError } from '../../errors.ts';
 import type { RuntimeContext } from './context.ts';
 import { runHooksWarn } from './hooks.ts';
 import { isAlive } from './state-store.ts';
+import { sharesHostMountNs, unmountUnder } from './host-mounts.ts';
 
 export async function deleteContainer(ctx: RuntimeContext, id: string, opts: { force?: boolean } = {}): Promise<void> {
   let record;
@@ -36,6 +37,7 @@ export async function deleteContainer(ctx: RuntimeContext, id: string, opts: { f
     await waitGone(record.pid, record.pidStartTime);
   }
   if (cg?.exists()) await cg.destroy();
+  if (record.rootfs && sharesHostMountNs(record.spec)) unmountUnder(record.rootfs);
   if (record.started || status !== 'creating') {
     await runHooksWarn(record.spec.hooks?.poststop, 'poststop', ctx.hookState(record, 'stopped'), (m) => ctx.logger.warn(m));
   }

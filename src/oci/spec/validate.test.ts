@@ -37,7 +37,7 @@ test('errors name the JSON path and the reason', () => {
   rejects((s) => { s.mounts[0].destination = 'a/../../b'; }, 'mounts[0].destination', /\.\./);
   rejects((s) => { s.mounts.push({ destination: '/x', type: 'bind', options: ['bind'] }); }, 'mounts[7].source', /required for a bind/);
   rejects((s) => { s.linux.namespaces.push({ type: 'pid' }); }, 'linux.namespaces[6].type', /listed twice/);
-  rejects((s) => { s.linux.namespaces = s.linux.namespaces.filter((n: any) => n.type !== 'mount'); }, 'linux.namespaces', /mount namespace is required/);
+  rejects((s) => { s.root.readonly = true; s.linux.namespaces = s.linux.namespaces.filter((n: any) => n.type !== 'mount'); }, 'root.readonly', /needs a mount namespace/);
   rejects((s) => { s.linux.namespaces.push({ type: 'user' }); }, 'linux.uidMappings', /needs both/);
   rejects((s) => { s.linux.uidMappings = [{ containerID: 0, hostID: 1, size: 1 }]; }, 'linux.uidMappings', /need a new user namespace/);
   rejects((s) => { s.linux.namespaces = s.linux.namespaces.filter((n: any) => n.type !== 'uts'); }, 'hostname', /uts namespace/);

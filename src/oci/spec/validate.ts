@@ -164,9 +164,8 @@ export const checks: Check[] = [
         if (n.path !== undefined) expectString(n.path, `${path}.path`, { absolute: true });
       });
       const ns = namespaceSet(spec);
-      if (!ns.has('mount')) throw new SpecError('linux.namespaces', 'a mount namespace is required to set up the root file system');
-      if (ns.has('mount') && ns.get('mount') !== undefined) {
-        throw new SpecError('linux.namespaces', 'joining an existing mount namespace is not supported for a new container (its root file system cannot be set up there)');
+      if (spec.root?.readonly && !ns.has('mount')) {
+        throw new SpecError('root.readonly', 'a read-only root needs a mount namespace (it would remount the host\'s mount)');
       }
       const userNew = ns.has('user') && ns.get('user') === undefined;
       const maps = spec.linux?.uidMappings?.length || spec.linux?.gidMappings?.length;
@@ -182,11 +181,11 @@ export const checks: Check[] = [
           }
         });
       }
-      if (spec.hostname && !(ns.has('uts') && ns.get('uts') === undefined)) {
-        throw new SpecError('hostname', 'setting the hostname needs a new uts namespace');
+      if (spec.hostname && !ns.has('uts')) {
+        throw new SpecError('hostname', 'setting the hostname needs a uts namespace (new, or joined by path); it would change the host\'s');
       }
-      if (spec.domainname && !(ns.has('uts') && ns.get('uts') === undefined)) {
-        throw new SpecError('domainname', 'setting the domainname needs a new uts namespace');
+      if (spec.domainname && !ns.has('uts')) {
+        throw new SpecError('domainname', 'setting the domainname needs a uts namespace (new, or joined by path); it would change the host\'s');
       }
       if (spec.linux?.timeOffsets && !(ns.has('time') && ns.get('time') === undefined)) {
         throw new SpecError('linux.timeOffsets', 'time offsets need a new time namespace');

@@ -329,10 +329,13 @@ describe('attach (conmon attach socket)', () => {
     const c = await startConmon('atty', ['/bin/sh', '-c', "trap 'stty size' WINCH; while :; do read -t 1 l && echo \"typed $l\"; done"], true);
     containers.set('atty', target(c.id, { conmonSocketDir: c.socketDir, stdin: true, tty: true }));
     const sess = await wsOpen(server.getAttach({ container_id: 'atty', stdin: true, tty: true, stdout: true, stderr: false }).url, ['v5.channel.k8s.io']);
+    // stdin only flows once the attach socket is connected (output before that is not replayed)
+    sess.ws.send(chan(0, 'hello\r'));
+    const t = setInterval(() => console.error('DBG', JSON.stringify(sess.text(1)), JSON.stringify(sess.text(3)), readFileSync(join(s.work, 'conmon-atty/ctr.log'), 'utf8')), 2000);
+    await sess.until(1, /typed hello/, 'stdin through the terminal');
+    clearInterval(t);
     sess.ws.send(chan(4, JSON.stringify({ Width: 77, Height: 22 })));
     await sess.until(1, /22 77/, 'resize applied via conmon');
-    sess.ws.send(chan(0, 'hello\r'));
-    await sess.until(1, /typed hello/, 'stdin through the terminal');
     sess.ws.close(1000);
     await sess.closed;
     assert.equal(ociState(c.id), 'running', 'detaching does not stop the container');
@@ -346,11 +349,11 @@ describe('attach (conmon attach socket)', () => {
 
   test('attach needs a conmon socket dir; a missing socket is reported', T, async () => {
     containers.set('noconmon', target(containers.get(sleeper)!.ociId));
-    let st = JSON.parse((await spdyExec(server.getAttach({ container_id: 'noconmon', stdin: false, tty: false, stdout: true, stderr: false }).url)).error);
+    let st = JSON.parse((await spdyExec(server.getAttach({ container_id: 'noconmon', stdin: false, tty: false, stdout: true, stderr: false }).url, { stderr: false })).error);
     assert.equal(st.reason, 'Conflict');
     assert.match(st.message, /no conmon attach socket/);
     containers.set('gone', target(containers.get(sleeper)!.ociId, { conmonSocketDir: join(s.work, 'no-such-dir') }));
-    st = JSON.parse((await spdyExec(server.getAttach({ container_id: 'gone', stdin: false, tty: false, stdout: true, stderr: false }).url)).error);
+    st = JSON.parse((await spdyExec(server.getAttach({ container_id: 'gone', stdin: false, tty: false, stdout: true, stderr: false }).url, { stderr: false })).error);
     assert.equal(st.status, 'Failure');
     assert.match(st.message, /no-such-dir/);
   });
