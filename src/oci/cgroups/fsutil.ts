@@ -155,10 +155,10 @@ export function procsRecursive(dir: string): number[] {
   return [...seen].sort((a, b) => a - b);
 }
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+let sleepCell: Int32Array | undefined; // created lazily: module scope must stay snapshot-safe
 /** Block the thread for ms milliseconds (used only by synchronous kill paths). */
 export function sleepSync(ms: number): void {
-  Atomics.wait(sleepCell, 0, 0, ms);
+  Atomics.wait((sleepCell ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, ms);
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -8,7 +8,7 @@ import type { RuntimeContext } from './context.ts';
 import { runHooksWarn } from './hooks.ts';
 import type { ContainerRecord } from './state-store.ts';
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
+let sleeper: Int32Array | undefined; // created lazily: module scope must stay snapshot-safe
 
 export async function start(ctx: RuntimeContext, id: string): Promise<ContainerRecord> {
   const record = ctx.store.load(id);
@@ -46,7 +46,7 @@ function releaseInit(fifo: string, record: ContainerRecord): void {
         throw new FailedPreconditionError(`container "${record.id}" init exited before it could be started`);
       }
       if (spins > 20000) throw new FailedPreconditionError(`container "${record.id}" did not respond to start`);
-      Atomics.wait(sleeper, 0, 0, spins < 100 ? 0.05 : 1);
+      Atomics.wait((sleeper ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, spins < 100 ? 0.05 : 1);
     }
   } finally {
     closeSync(fd);
