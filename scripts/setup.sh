@@ -35,6 +35,7 @@ node_modules/.bin/node -e 'if (+process.versions.node.split(".")[0] < 24) { cons
 
 make -s -C src/executor OUT="$top/build"
 make -s -C src/image/native OUT="$top/build"
+make -s -C src/cri/streaming-backend/native OUT="$top/build"
 
 # corral-oci is started once per container operation by its callers (conmon, containerd's shim),
 # so it runs from a single bundled CommonJS file: loading ~40 TypeScript modules costs more than the

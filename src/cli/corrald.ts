@@ -12,11 +12,10 @@ import { join } from 'node:path';
 import { ImageService } from '../image/service.ts';
 import { createImageServiceImpl, imageServiceOptions } from '../cri/image/index.ts';
 import { CriRuntimeService } from '../cri/runtime/service.ts';
-import { extractRuntimeFlags } from '../cri/runtime/options.ts';
+import { OciStreamingBackend } from '../cri/streaming-backend/backend.ts';
 
 async function main(argv: string[]): Promise<number> {
-  const { flags, rest } = extractRuntimeFlags(argv);
-  const args = parseArgs(rest);
+  const args = parseArgs(argv);
   if (args.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
@@ -33,14 +32,15 @@ async function main(argv: string[]): Promise<number> {
   const metricsRef: { set?: (n: number) => void } = {};
   runtime = new CriRuntimeService({
     config, log, images,
-    network: { bridge: flags.podBridge, subnet: flags.podSubnet },
-    cgroupRoot: flags.cgroupRoot, conmonPath: flags.conmon,
+    network: config.cni.default_network ? { bridge: config.cni.default_bridge, subnet: config.cni.default_subnet } : undefined,
+    cgroupRoot: config.cgroup_parent, conmonPath: config.conmon_path,
     onRunningCount: (n) => metricsRef.set?.(n),
   });
   const rt = runtime;
   const pullBytes: { add?: (n: number) => void } = {};
   const image = createImageServiceImpl(images, { log, onPullBytes: (n) => pullBytes.add?.(n) });
-  const daemon = new Daemon({ config, log, runtime: rt.handlers(), image, ...(flags.podBridge || flags.podSubnet ? { networkStatus: () => rt.networkStatus() } : {}) });
+  const streamingBackend = new OciStreamingBackend({ targets: rt.streamTargets(), workDir: join(config.state_dir, 'streams'), log: log.child({ component: 'streaming' }) });
+  const daemon = new Daemon({ config, log, runtime: rt.handlers(), image, streamingBackend, ...(config.cni.default_network ? { networkStatus: () => rt.networkStatus() } : {}) });
   rt.setEvents(daemon.events);
   metricsRef.set = (n) => daemon.metrics.runningContainers.set(n);
   pullBytes.add = (n) => daemon.metrics.pullBytes.inc(undefined, n);

@@ -23,8 +23,19 @@ export interface CorraldConfig {
   log_level: LogLevel;
   default_runtime_handler: string;
   runtime_handlers: Record<string, RuntimeHandler>;
-  cni: { conf_dir: string; bin_dirs: string[] };
-  registry: { mirrors: Record<string, string[]>; hosts_dir: string };
+  cni: {
+    conf_dir: string;
+    bin_dirs: string[];
+    /** Use a built-in bridge network when conf_dir holds no config (and report NetworkReady from it). */
+    default_network: boolean;
+    default_bridge: string;
+    default_subnet: string;
+  };
+  registry: { mirrors: Record<string, string[]>; hosts_dir: string; insecure: string[] };
+  /** cgroup parent of pods whose config names none. */
+  cgroup_parent: string;
+  /** The container monitor. */
+  conmon_path: string;
   stream: { address: string; port: number; base_url: string; token_ttl_seconds: number };
   logs: { max_container_log_bytes: number };
   /** host:port for the Prometheus endpoint; "" turns it off. */
@@ -43,8 +54,10 @@ export function defaultConfig(): CorraldConfig {
     log_level: 'info',
     default_runtime_handler: 'corral-oci',
     runtime_handlers: { 'corral-oci': { path: repoBin('corral-oci'), type: 'oci' } },
-    cni: { conf_dir: '/etc/cni/net.d', bin_dirs: ['/opt/cni/bin', '/usr/lib/cni'] },
-    registry: { mirrors: {}, hosts_dir: '/etc/corral/certs.d' },
+    cni: { conf_dir: '/etc/cni/net.d', bin_dirs: ['/opt/cni/bin', '/usr/lib/cni'], default_network: true, default_bridge: 'corral0', default_subnet: '10.90.0.0/16' },
+    registry: { mirrors: {}, hosts_dir: '/etc/corral/certs.d', insecure: [] },
+    cgroup_parent: '/corral',
+    conmon_path: '/usr/bin/conmon',
     stream: { address: '127.0.0.1', port: 0, base_url: '', token_ttl_seconds: 60 },
     logs: { max_container_log_bytes: 10 * 1024 * 1024 },
     metrics: { address: '127.0.0.1:9464' },
@@ -97,7 +110,9 @@ function hostPort(where: string, key: string, v: unknown, allowEmpty: boolean): 
 
 /** Overlay a parsed TOML document onto `base` (mutates and returns base). */
 export function applyDocument(base: CorraldConfig, doc: Obj, where: string): CorraldConfig {
-  onlyKeys(where, '', doc, ['socket', 'state_dir', 'root_dir', 'log_level', 'default_runtime_handler', 'runtime_handlers', 'cni', 'registry', 'stream', 'logs', 'metrics']);
+  onlyKeys(where, '', doc, ['socket', 'state_dir', 'root_dir', 'log_level', 'default_runtime_handler', 'runtime_handlers', 'cni', 'registry', 'stream', 'logs', 'metrics', 'cgroup_parent', 'conmon_path']);
+  if (doc.cgroup_parent !== undefined) base.cgroup_parent = str(where, 'cgroup_parent', doc.cgroup_parent, { absolute: true });
+  if (doc.conmon_path !== undefined) base.conmon_path = str(where, 'conmon_path', doc.conmon_path, { absolute: true });
   if (doc.socket !== undefined) base.socket = str(where, 'socket', doc.socket, { absolute: true });
   if (doc.state_dir !== undefined) base.state_dir = str(where, 'state_dir', doc.state_dir, { absolute: true });
   if (doc.root_dir !== undefined) base.root_dir = str(where, 'root_dir', doc.root_dir, { absolute: true });
@@ -121,13 +136,26 @@ export function applyDocument(base: CorraldConfig, doc: Obj, where: string): Cor
   }
   if (doc.cni !== undefined) {
     if (!isObj(doc.cni)) bad(where, 'cni', 'a table', doc.cni);
-    onlyKeys(where, 'cni', doc.cni, ['conf_dir', 'bin_dirs']);
+    onlyKeys(where, 'cni', doc.cni, ['conf_dir', 'bin_dirs', 'default_network', 'default_bridge', 'default_subnet']);
+    if (doc.cni.default_network !== undefined) {
+      if (typeof doc.cni.default_network !== 'boolean') bad(where, 'cni.default_network', 'true or false', doc.cni.default_network);
+      base.cni.default_network = doc.cni.default_network;
+    }
+    if (doc.cni.default_bridge !== undefined) {
+      base.cni.default_bridge = str(where, 'cni.default_bridge', doc.cni.default_bridge);
+      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(base.cni.default_bridge)) bad(where, 'cni.default_bridge', 'an interface name of at most 15 characters', doc.cni.default_bridge);
+    }
+    if (doc.cni.default_subnet !== undefined) {
+      base.cni.default_subnet = str(where, 'cni.default_subnet', doc.cni.default_subnet);
+      if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(base.cni.default_subnet)) bad(where, 'cni.default_subnet', 'an IPv4 CIDR such as "10.90.0.0/16"', doc.cni.default_subnet);
+    }
     if (doc.cni.conf_dir !== undefined) base.cni.conf_dir = str(where, 'cni.conf_dir', doc.cni.conf_dir, { absolute: true });
     if (doc.cni.bin_dirs !== undefined) base.cni.bin_dirs = strList(where, 'cni.bin_dirs', doc.cni.bin_dirs, true);
   }
   if (doc.registry !== undefined) {
     if (!isObj(doc.registry)) bad(where, 'registry', 'a table', doc.registry);
-    onlyKeys(where, 'registry', doc.registry, ['mirrors', 'hosts_dir']);
+    onlyKeys(where, 'registry', doc.registry, ['mirrors', 'hosts_dir', 'insecure']);
+    if (doc.registry.insecure !== undefined) base.registry.insecure = strList(where, 'registry.insecure', doc.registry.insecure);
     if (doc.registry.hosts_dir !== undefined) base.registry.hosts_dir = str(where, 'registry.hosts_dir', doc.registry.hosts_dir, { absolute: true });
     if (doc.registry.mirrors !== undefined) {
       if (!isObj(doc.registry.mirrors)) bad(where, 'registry.mirrors', 'a table of registry = [endpoints]', doc.registry.mirrors);
@@ -229,6 +257,10 @@ const valueFlags: Record<string, (o: Obj, v: string) => void> = {
   '--stream-port': (o, v) => (sub(o, 'stream').port = /^\d+$/.test(v) ? Number(v) : v),
   '--stream-base-url': (o, v) => (sub(o, 'stream').base_url = v),
   '--metrics-address': (o, v) => (sub(o, 'metrics').address = v),
+  '--pod-bridge': (o, v) => (sub(o, 'cni').default_bridge = v),
+  '--pod-subnet': (o, v) => (sub(o, 'cni').default_subnet = v),
+  '--cgroup-root': (o, v) => (o.cgroup_parent = v),
+  '--conmon': (o, v) => (o.conmon_path = v),
   '--max-container-log-bytes': (o, v) => (sub(o, 'logs').max_container_log_bytes = /^\d+$/.test(v) ? Number(v) : v),
 };
 
@@ -253,6 +285,11 @@ export const USAGE = `usage: corrald [--config FILE] [flags]
   --stream-base-url URL         URL prefix handed to exec/attach/port-forward clients
   --metrics-address HOST:PORT   Prometheus /metrics endpoint ("" = off)
   --max-container-log-bytes N   rotate container logs past this size
+  --pod-bridge NAME             bridge of the built-in pod network (cni.default_bridge)
+  --pod-subnet CIDR             its IPv4 subnet (cni.default_subnet)
+  --no-default-network          no built-in network: pods need a config in cni.conf_dir
+  --cgroup-root PATH            cgroup parent of pods that name none (cgroup_parent)
+  --conmon PATH                 the conmon binary (conmon_path)
   --version                     print the version and exit
   --help                        this text
 
@@ -269,6 +306,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
       arg = arg.slice(0, eq);
     }
     if (arg === '--help' || arg === '-h') out.help = true;
+    else if (arg === '--no-default-network') sub(out.overrides, 'cni').default_network = false;
     else if (arg === '--version' || arg === '-v') out.version = true;
     else if (arg === '--config' || valueFlags[arg]) {
       const v = inline ?? argv[++i];

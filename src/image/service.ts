@@ -23,7 +23,7 @@ import type { HostsOptions } from './registry/hosts.ts';
 import { CopySnapshotter } from './snapshot/copy.ts';
 import { OverlaySnapshotter, overlaySupported } from './snapshot/overlay.ts';
 import type { Snapshotter, Usage } from './snapshot/snapshotter.ts';
-import { unpackLayerFile } from './unpack/layer.ts';
+import { prewarmUnpackWorkers, unpackLayerFile } from './unpack/layer.ts';
 import { collectGarbage, type GcResult } from './gc.ts';
 
 export interface ImageServiceOptions {
@@ -238,6 +238,8 @@ export class ImageService {
         if (!k) throw new InvalidArgumentError(`layer ${l.digest} has media type "${l.mediaType}", which Corral cannot unpack`);
         parseDigest(l.digest);
       }
+      // boot the unpack workers while the config and the layers download
+      if (manifest.layers.some((l) => !this.db.getContent(l.digest)?.labels[LABEL_UNCOMPRESSED])) prewarmUnpackWorkers(manifest.layers.length);
       // config
       await this.#ensureBlob(ref, manifest.config, lease, ro, emit);
       const config = JSON.parse((await this.content.read(manifest.config.digest)).toString()) as ImageConfig;

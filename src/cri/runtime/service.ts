@@ -150,6 +150,9 @@ export class CriRuntimeService {
   private async network(): Promise<NetworkConfigList> {
     const { networks } = await loadConfigDir(this.o.config.cni.conf_dir);
     if (networks[0]) return networks[0].config;
+    if (!this.o.network) {
+      throw new FailedPreconditionError(`no CNI network config in ${this.o.config.cni.conf_dir} and cni.default_network is off: add a .conflist there or enable the built-in network`);
+    }
     return defaultNetworkConfig({ name: this.o.network?.name, bridge: this.o.network?.bridge, subnet: this.o.network?.subnet, dataDir: this.paths.cniIpam });
   }
 

@@ -235,29 +235,47 @@ export class OciStreamingBackend implements StreamingBackend {
     if (!sb) throw new NotFoundError(`pod sandbox ${sandboxId} not found`);
     if (!sb.netnsPath) return hostPortForward(port, stream, signal);
 
-    const child = this.spawnChecked(this.helper, ['netns', sb.netnsPath, String(port)], ['pipe', 'pipe', 'pipe']);
+    // fd 3 says "c" once the connection is made: from then on the end of the port's output is the
+    // end of the stream; before that, the relay failed and its exit status + message say why
+    const child = this.spawnChecked(this.helper, ['netns', sb.netnsPath, String(port)], ['pipe', 'pipe', 'pipe', 'pipe']);
     const diag = new Collector();
     child.stderr!.on('data', (d: Buffer) => diag.add(d));
+    const status3 = child.stdio[3] as Readable;
+    const connected = new Promise<boolean>((resolve) => {
+      status3.once('data', () => resolve(true));
+      status3.once('end', () => resolve(false));
+      status3.once('close', () => resolve(false));
+    });
+    status3.resume();
     child.stdin!.on('error', noop);
     stream.pipe(child.stdin!);
     child.stdout!.pipe(stream, { end: false });
+    child.stdout!.once('end', () => {
+      void connected.then((ok) => {
+        if (ok && !stream.writableEnded && !stream.destroyed) stream.end();
+      });
+    });
     const onAbort = () => child.kill('SIGKILL');
-    const onStreamError = () => child.kill('SIGKILL');
+    const onStreamGone = () => {
+      if (stream.destroyed && child.exitCode === null) child.kill('SIGKILL');
+    };
     signal.addEventListener('abort', onAbort, { once: true });
-    stream.once('error', onStreamError);
+    stream.once('error', onAbort);
+    stream.once('close', onStreamGone);
     try {
       const status = await exited(child);
       await drained([child.stdout!, child.stderr!], this.drainMs);
       stream.unpipe(child.stdin!);
       if (status.code !== 0) {
-        if (signal.aborted) return;
+        if (signal.aborted || stream.destroyed) return;
         const text = stripPrefix(diag.text()) || `relay exited with ${status.code ?? status.signal}`;
         throw status.code === 3 ? new FailedPreconditionError(text) : new UnavailableError(text);
       }
       if (!stream.writableEnded && !stream.destroyed) stream.end();
     } finally {
       signal.removeEventListener('abort', onAbort);
-      stream.off('error', onStreamError);
+      stream.off('error', onAbort);
+      stream.off('close', onStreamGone);
     }
   }
 

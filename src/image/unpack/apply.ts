@@ -10,8 +10,14 @@
  * every parent directory is checked to be a real directory (never a symlink), hard link
  * targets are resolved the same way. Everything a layer can carry is preserved: hard links,
  * symlinks, devices, fifos, ownership, modes incl. setuid, mtimes, xattrs.
+ *
+ * File system calls are synchronous on purpose: a layer is applied on a worker thread
+ * (layer.ts), where one direct syscall is far cheaper than a promise plus a libuv thread pool
+ * round trip per operation, and regular files are finished through their descriptor
+ * (fchown/fchmod/futimens) instead of three more path walks.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import * as fs from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidArgumentError, fromNodeError } from '../../errors.ts';
 import type { TarEntry } from './tar.ts';
@@ -41,13 +47,13 @@ export function cleanEntryName(name: string, what = 'entry'): string {
   return parts.join('/');
 }
 
-async function lstatOrNull(p: string) {
-  try {
-    return await fsp.lstat(p);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
+function lstatOrNull(p: string): fs.Stats | null {
+  return fs.lstatSync(p, { throwIfNoEntry: false }) ?? null;
+}
+
+function writeAll(fd: number, c: Buffer): void {
+  let off = 0;
+  while (off < c.length) off += fs.writeSync(fd, c, off, c.length - off);
 }
 
 export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>, opts: { mode: ApplyMode; layer?: string }): Promise<ApplyResult> {
@@ -56,6 +62,11 @@ export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>,
   const verifiedDirs = new Set<string>(['']);
   /** Paths this layer created (opaque whiteouts in direct mode keep them). */
   const created = new Set<string>();
+  /**
+   * Directories this apply made itself (mkdir): whatever is in them, this layer put there,
+   * so a name not in `created` cannot exist and needs no lstat.
+   */
+  const fresh = new Set<string>();
   const dirTimes: Array<[string, number]> = [];
   const res: ApplyResult = { entries: 0, bytes: 0 };
   const abs = (rel: string) => (rel === '' ? root : join(root, rel));
@@ -67,18 +78,19 @@ export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>,
   };
 
   /** Ensure every component of `dir` is a real directory inside the root, creating missing ones. */
-  const ensureDir = async (dir: string, entryName: string, create: boolean) => {
+  const ensureDir = (dir: string, entryName: string, create: boolean): void => {
     if (verifiedDirs.has(dir)) return;
     const parts = dir.split('/');
     let cur = '';
     for (const part of parts) {
       cur = cur ? `${cur}/${part}` : part;
       if (verifiedDirs.has(cur)) continue;
-      const st = await lstatOrNull(abs(cur));
+      const st = lstatOrNull(abs(cur));
       if (st === null) {
         if (!create) throw new UnsafeLayerError(`${label}: entry ${JSON.stringify(entryName)}: parent ${cur} does not exist`);
-        await fsp.mkdir(abs(cur), { mode: 0o755 });
+        fs.mkdirSync(abs(cur), { mode: 0o755 });
         created.add(cur);
+        fresh.add(cur);
       } else if (st.isSymbolicLink()) {
         throw new UnsafeLayerError(`${label}: entry ${JSON.stringify(entryName)} would be written through the symlinked parent ${cur}`);
       } else if (!st.isDirectory()) {
@@ -88,9 +100,12 @@ export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>,
     }
   };
 
-  const removeExisting = async (rel: string) => {
-    await fsp.rm(abs(rel), { recursive: true, force: true });
+  const removeExisting = (rel: string) => {
+    fs.rmSync(abs(rel), { recursive: true, force: true });
     forgetTree(rel);
+    fresh.delete(rel);
+    const pre = rel + '/';
+    for (const d of fresh) if (d.startsWith(pre)) fresh.delete(d);
   };
 
   try {
@@ -100,7 +115,7 @@ export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>,
       const slash = rel.lastIndexOf('/');
       const dir = slash < 0 ? '' : rel.slice(0, slash);
       const base = slash < 0 ? rel : rel.slice(slash + 1);
-      if (rel !== '') await ensureDir(dir, e.name, true);
+      if (rel !== '') ensureDir(dir, e.name, true);
 
       const wh = rel === '' ? undefined : classifyWhiteout(base);
       if (wh) {
@@ -110,59 +125,71 @@ export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>,
             await native.setxattr(dir === '' ? '.' : dir, OVERLAY_OPAQUE_XATTR, Buffer.from('y'));
           } else {
             const d = abs(dir);
-            for (const name of await fsp.readdir(d)) {
+            for (const name of fs.readdirSync(d)) {
               const child = dir ? `${dir}/${name}` : name;
-              if (!created.has(child)) await removeExisting(child);
+              if (!created.has(child)) removeExisting(child);
             }
           }
           continue;
         }
         const target = dir ? `${dir}/${wh.name}` : wh.name;
         if (wh.name === '' || wh.name === '.' || wh.name === '..' ) throw new UnsafeLayerError(`${label}: bad whiteout ${JSON.stringify(e.name)}`);
-        await removeExisting(target);
+        removeExisting(target);
         if (opts.mode === 'overlay') {
           await native.mknod(target, S_IFCHR | 0o000, 0, 0);
-          await fsp.lchown(abs(target), 0, 0);
+          fs.lchownSync(abs(target), 0, 0);
+          created.add(target);
         }
         continue;
       }
 
       const p = abs(rel);
-      const existing = rel === '' ? await fsp.lstat(root) : await lstatOrNull(p);
-      if (existing && !(e.type === 'dir' && existing.isDirectory())) await removeExisting(rel);
+      // in a directory this apply made, only what this layer created can be there
+      const existing = rel === '' ? fs.lstatSync(root) : fresh.has(dir) && !created.has(rel) ? null : lstatOrNull(p);
+      if (existing && !(e.type === 'dir' && existing.isDirectory())) removeExisting(rel);
       if (rel !== '') created.add(rel);
 
       switch (e.type) {
         case 'dir':
-          if (!existing || !existing.isDirectory()) await fsp.mkdir(p, { mode: 0o700 });
+          if (!existing || !existing.isDirectory()) {
+            fs.mkdirSync(p, { mode: 0o700 });
+            fresh.add(rel);
+          }
           verifiedDirs.add(rel);
           break;
         case 'file': {
-          const fh = await fsp.open(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+          const fd = fs.openSync(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
           try {
             for await (const c of e.body) {
-              await fh.write(c);
+              writeAll(fd, c);
               res.bytes += c.length;
             }
+            fs.fchownSync(fd, e.uid, e.gid);
+            fs.fchmodSync(fd, e.mode); // after chown: chown clears setuid
+            if (e.xattrs.size === 0) fs.futimesSync(fd, e.mtime, e.mtime);
           } finally {
-            await fh.close();
+            fs.closeSync(fd);
           }
-          break;
+          for (const [k, v] of e.xattrs) await native.setxattr(rel === '' ? '.' : rel, k, v); // after chown: it clears security.capability
+          if (e.xattrs.size !== 0) fs.lutimesSync(p, e.mtime, e.mtime);
+          continue;
         }
         case 'symlink':
-          await fsp.symlink(e.linkname, p);
+          fs.symlinkSync(e.linkname, p);
           break;
         case 'hardlink': {
           const target = cleanEntryName(e.linkname, `${label}: hard link ${JSON.stringify(e.name)} to`);
           if (target === '') throw new UnsafeLayerError(`${label}: hard link ${JSON.stringify(e.name)} points at the layer root`);
           const ts = target.lastIndexOf('/');
-          await ensureDir(ts < 0 ? '' : target.slice(0, ts), e.name, false).catch((err) => {
+          try {
+            ensureDir(ts < 0 ? '' : target.slice(0, ts), e.name, false);
+          } catch (err) {
             throw new UnsafeLayerError(`${label}: hard link ${JSON.stringify(e.name)} → ${JSON.stringify(e.linkname)}: ${(err as Error).message.replace(/^.*?: /, '')}`);
-          });
-          const tst = await lstatOrNull(abs(target));
+          }
+          const tst = lstatOrNull(abs(target));
           if (!tst) throw new UnsafeLayerError(`${label}: hard link ${JSON.stringify(e.name)} → ${JSON.stringify(e.linkname)}: target not found in this layer`);
           if (tst.isDirectory()) throw new UnsafeLayerError(`${label}: hard link ${JSON.stringify(e.name)} → ${JSON.stringify(e.linkname)}: target is a directory`);
-          await fsp.link(abs(target), p);
+          fs.linkSync(abs(target), p);
           continue; // a hard link shares the target's inode and metadata
         }
         case 'char':
@@ -173,16 +200,16 @@ export async function applyLayer(root: string, entries: AsyncIterable<TarEntry>,
           break;
         }
       }
-      await fsp.lchown(p, e.uid, e.gid);
-      if (e.type !== 'symlink') await fsp.chmod(p, e.mode); // after chown: chown clears setuid
+      fs.lchownSync(p, e.uid, e.gid);
+      if (e.type !== 'symlink') fs.chmodSync(p, e.mode); // after chown: chown clears setuid
       for (const [k, v] of e.xattrs) await native.setxattr(rel === '' ? '.' : rel, k, v); // after chown: it clears security.capability
       if (e.type === 'dir') dirTimes.push([p, e.mtime]);
-      else await fsp.lutimes(p, e.mtime, e.mtime);
+      else fs.lutimesSync(p, e.mtime, e.mtime);
     }
     // directory mtimes last: creating children changes them
     for (let i = dirTimes.length - 1; i >= 0; i--) {
       const [p, t] = dirTimes[i]!;
-      await fsp.lutimes(p, t, t);
+      fs.lutimesSync(p, t, t);
     }
     return res;
   } catch (err) {

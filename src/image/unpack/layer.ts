@@ -1,14 +1,27 @@
-/** Decompress a layer blob, verify its DiffID while streaming, and apply it to a directory. */
+/**
+ * Decompress a layer blob, verify its DiffID while streaming, and apply it to a directory.
+ *
+ * Layers are applied on a small pool of worker threads (one per CPU by default): the apply
+ * loop does its file system calls synchronously there, so layers unpack on all cores and no
+ * file operation costs a thread pool round trip. CORRAL_UNPACK_WORKERS=0 applies on the
+ * calling thread instead.
+ */
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { pipeline } from 'node:stream/promises';
+import { Worker } from 'node:worker_threads';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 import type { Transform } from 'node:stream';
+import * as errors from '../../errors.ts';
 import { InvalidArgumentError, fromNodeError } from '../../errors.ts';
 import { Digester, parseDigest } from '../digest.ts';
 import type { Compression } from '../media.ts';
-import { readTar } from './tar.ts';
-import { applyLayer, type ApplyMode, type ApplyResult } from './apply.ts';
+import { readTar, TarFormatError } from './tar.ts';
+import { applyLayer, UnsafeLayerError, type ApplyMode, type ApplyResult } from './apply.ts';
+
+/** Decompressed chunk size: big chunks mean few stream round trips per megabyte. */
+const CHUNK = 256 * 1024;
 
 export class DiffIdMismatchError extends InvalidArgumentError {}
 
@@ -31,7 +44,7 @@ export async function* decompress(src: AsyncIterable<Buffer> & NodeJS.ReadableSt
     for await (const c of src) yield c as Buffer;
     return;
   }
-  const z: Transform = compression === 'gzip' ? createGunzip() : createZstdDecompress();
+  const z: Transform = compression === 'gzip' ? createGunzip({ chunkSize: CHUNK }) : createZstdDecompress({ chunkSize: CHUNK });
   const done = pipeline(src, z);
   done.catch(() => {});
   try {
@@ -50,11 +63,42 @@ export interface UnpackResult extends ApplyResult {
   size: number;
 }
 
+export interface UnpackOptions {
+  mode: ApplyMode;
+  expectDiffId?: string;
+  layer?: string;
+}
+
+export interface UnpackJob {
+  blobPath: string;
+  root: string;
+  opts: UnpackOptions;
+}
+
 /**
  * Unpack the blob at `blobPath` into `root`. When `expectDiffId` is given the uncompressed
  * digest must match, else DiffIdMismatchError (the caller removes the partial snapshot).
+ * Runs on an unpack worker thread (see the top of this file).
  */
-export async function unpackLayerFile(blobPath: string, root: string, opts: { mode: ApplyMode; expectDiffId?: string; layer?: string }): Promise<UnpackResult> {
+export async function unpackLayerFile(blobPath: string, root: string, opts: UnpackOptions): Promise<UnpackResult> {
+  const n = workerCount();
+  if (n === 0) return unpackLayerFileHere(blobPath, root, opts);
+  return (pool ??= new UnpackPool(n)).run({ blobPath, root, opts: { ...opts } });
+}
+
+/**
+ * Start up to `layers` unpack workers ahead of use (a worker takes tens of milliseconds to
+ * boot); a pull calls this while it still fetches the config. Idle workers never keep the
+ * process alive.
+ */
+export function prewarmUnpackWorkers(layers: number): void {
+  const n = workerCount();
+  if (n === 0 || layers <= 0) return;
+  (pool ??= new UnpackPool(n)).prewarm(Math.min(n, layers));
+}
+
+/** unpackLayerFile on the calling thread. */
+export async function unpackLayerFileHere(blobPath: string, root: string, opts: UnpackOptions): Promise<UnpackResult> {
   const algorithm = opts.expectDiffId ? parseDigest(opts.expectDiffId).algorithm : 'sha256';
   const dg = new Digester(algorithm);
   let compression: Compression;
@@ -63,7 +107,7 @@ export async function unpackLayerFile(blobPath: string, root: string, opts: { mo
   } catch (e) {
     throw fromNodeError(e, `open layer blob ${blobPath}`);
   }
-  const stream = decompress(createReadStream(blobPath), compression);
+  const stream = decompress(createReadStream(blobPath, { highWaterMark: 1 << 20 }), compression);
   const hashed = (async function* () {
     for await (const c of stream) {
       dg.update(c);
@@ -79,3 +123,109 @@ export async function unpackLayerFile(blobPath: string, root: string, opts: { mo
   }
   return { ...res, diffId, size: dg.size };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Worker pool
+
+function workerCount(): number {
+  const env = process.env.CORRAL_UNPACK_WORKERS;
+  if (env !== undefined && env !== '') {
+    const n = Number(env);
+    if (Number.isInteger(n) && n >= 0) return Math.min(n, 64);
+  }
+  return Math.max(1, availableParallelism());
+}
+
+type SerializedError = { name: string; message: string; code?: string; errno?: string; stack?: string };
+
+const byName: Record<string, new (m: string) => Error> = {
+  DiffIdMismatchError, UnsafeLayerError, TarFormatError,
+};
+const byCode: Record<string, new (m: string) => Error> = {
+  INVALID_ARGUMENT: errors.InvalidArgumentError, NOT_FOUND: errors.NotFoundError, ALREADY_EXISTS: errors.AlreadyExistsError,
+  FAILED_PRECONDITION: errors.FailedPreconditionError, PERMISSION_DENIED: errors.PermissionDeniedError,
+  UNAVAILABLE: errors.UnavailableError, RESOURCE_EXHAUSTED: errors.ResourceExhaustedError,
+  DEADLINE_EXCEEDED: errors.DeadlineExceededError, UNIMPLEMENTED: errors.UnimplementedError, INTERNAL: errors.InternalError,
+};
+
+/** The worker's error as an instance of the same class on this thread. */
+function revive(s: SerializedError): Error {
+  const C = byName[s.name] ?? (s.code ? byCode[s.code] : undefined);
+  const e = C ? new C(s.message) : new errors.InternalError(`unpack: ${s.message}`);
+  if (s.errno) (e as errors.CorralError).errno = s.errno;
+  if (s.stack) e.stack = s.stack;
+  return e;
+}
+
+interface Pending {
+  job: UnpackJob;
+  resolve: (r: UnpackResult) => void;
+  reject: (e: Error) => void;
+}
+
+class UnpackPool {
+  readonly #max: number;
+  #idle: Worker[] = [];
+  #busy = new Map<Worker, Pending>();
+  #queue: Pending[] = [];
+  #seq = 0;
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  run(job: UnpackJob): Promise<UnpackResult> {
+    return new Promise<UnpackResult>((resolve, reject) => {
+      this.#queue.push({ job, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  prewarm(n: number): void {
+    while (this.#idle.length + this.#busy.size < Math.min(n, this.#max)) {
+      const w = this.#spawn();
+      w.unref();
+      this.#idle.push(w);
+    }
+  }
+
+  #pump(): void {
+    while (this.#queue.length) {
+      let w = this.#idle.pop();
+      if (!w) {
+        if (this.#busy.size >= this.#max) return;
+        w = this.#spawn();
+      }
+      const p = this.#queue.shift()!;
+      this.#busy.set(w, p);
+      w.ref();
+      w.postMessage({ ...p.job, id: ++this.#seq });
+    }
+  }
+
+  #spawn(): Worker {
+    const w = new Worker(new URL('./worker.ts', import.meta.url));
+    w.on('message', (m: { result?: UnpackResult; error?: SerializedError }) => {
+      const p = this.#busy.get(w);
+      this.#busy.delete(w);
+      w.unref(); // an idle worker never keeps the process alive
+      this.#idle.push(w);
+      if (p) {
+        if (m.error) p.reject(revive(m.error));
+        else p.resolve(m.result!);
+      }
+      this.#pump();
+    });
+    const gone = (why: string) => {
+      const p = this.#busy.get(w);
+      this.#busy.delete(w);
+      this.#idle = this.#idle.filter((x) => x !== w);
+      p?.reject(new errors.InternalError(`unpack worker ${why}${p.job.opts.layer ? ` while unpacking layer ${p.job.opts.layer}` : ''}`));
+      this.#pump();
+    };
+    w.on('error', (e) => gone(`failed: ${e.message}`));
+    w.on('exit', (code) => gone(`exited with code ${code}`));
+    return w;
+  }
+}
+
+let pool: UnpackPool | undefined;

@@ -43,23 +43,47 @@ class ByteReader {
   constructor(src: AsyncIterable<Uint8Array>) {
     this.#it = src[Symbol.asyncIterator]();
   }
-  async #fill(): Promise<boolean> {
-    if (this.#done) return false;
+  /** The next chunk of the source, or null at its end. */
+  async #next(): Promise<Buffer | null> {
+    if (this.#done) return null;
     const r = await this.#it.next();
     if (r.done) {
       this.#done = true;
-      return false;
+      return null;
     }
-    const c = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+    return Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+  }
+  async #fill(): Promise<boolean> {
+    const c = await this.#next();
+    if (c === null) return false;
     this.#buf = this.#buf.length ? Buffer.concat([this.#buf, c]) : c;
     return true;
   }
   /** Exactly n bytes, or fewer only at end of stream. */
   async read(n: number): Promise<Buffer> {
-    while (this.#buf.length < n && (await this.#fill()));
-    const out = this.#buf.subarray(0, Math.min(n, this.#buf.length));
-    this.#buf = this.#buf.subarray(out.length);
-    return out;
+    if (this.#buf.length >= n) {
+      const out = this.#buf.subarray(0, n);
+      this.#buf = this.#buf.subarray(n);
+      return out;
+    }
+    // copy only the bytes that straddle chunks, never the rest of a big chunk
+    const parts: Buffer[] = [this.#buf];
+    let have = this.#buf.length;
+    this.#buf = Buffer.alloc(0);
+    while (have < n) {
+      const c = await this.#next();
+      if (c === null) break;
+      const need = n - have;
+      if (c.length > need) {
+        parts.push(c.subarray(0, need));
+        this.#buf = c.subarray(need);
+        have = n;
+      } else {
+        parts.push(c);
+        have += c.length;
+      }
+    }
+    return Buffer.concat(parts, have);
   }
   /** Up to `max` bytes (at least 1 unless at end). */
   async readSome(max: number): Promise<Buffer> {

@@ -57,8 +57,12 @@ function startPlain(name: string, args: string[]): string {
   return id;
 }
 
-/** A container under conmon (like the runtime service runs them), as an attach target. */
-async function startConmon(name: string, args: string[], tty: boolean): Promise<{ id: string; socketDir: string; exitFile: string }> {
+/**
+ * A container under conmon (like the runtime service runs them), as an attach target. Like CRI-O,
+ * `--leave-stdin-open` unless the container is stdin_once: otherwise the first client to detach
+ * closes the container's stdin for good.
+ */
+async function startConmon(name: string, args: string[], tty: boolean, stdinOnce: boolean): Promise<{ id: string; socketDir: string; exitFile: string }> {
   const id = s.id(name);
   const b = s.bundle(args, (sp) => {
     sp.process!.terminal = tty;
@@ -69,7 +73,7 @@ async function startConmon(name: string, args: string[], tty: boolean): Promise<
   const pidFile = join(dir, 'conmon.pid');
   const argv = ['--api-version', '1', '-c', id, '-u', id, '-n', id, '-r', CORRAL_OCI, '--runtime-arg', '--root', '--runtime-arg', s.root,
     '-b', b.dir, '-p', join(dir, 'ctr.pid'), '--exit-dir', join(dir, 'exits'), '--socket-dir-path', join(dir, 'socks'),
-    '-l', `k8s-file:${join(dir, 'ctr.log')}`, '--conmon-pidfile', pidFile, '-i', ...(tty ? ['-t'] : [])];
+    '-l', `k8s-file:${join(dir, 'ctr.log')}`, '--conmon-pidfile', pidFile, '-i', ...(tty ? ['-t'] : []), ...(stdinOnce ? [] : ['--leave-stdin-open'])];
   const r = spawnSync(CONMON, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 30000 });
   assert.equal(r.status, 0, `conmon: ${r.stderr}`);
   conmons.push({ pidFile, id });
@@ -314,7 +318,7 @@ describe('exec (corral-oci exec)', () => {
 
 describe('attach (conmon attach socket)', () => {
   test('SPDY: stdout and stderr demultiplexed, stdin delivered, closing stdin ends the container', T, async () => {
-    const c = await startConmon('att', ['/bin/sh', '-c', 'while read l; do echo "out $l"; echo "err $l" >&2; done; echo bye'], false);
+    const c = await startConmon('att', ['/bin/sh', '-c', 'while read l; do echo "out $l"; echo "err $l" >&2; done; echo bye'], false, true);
     containers.set('att', target(c.id, { conmonSocketDir: c.socketDir, stdin: true }));
     const r = await spdyExec(server.getAttach({ container_id: 'att', stdin: true, tty: false, stdout: true, stderr: true }).url, { stdin: 'a\nb\n' });
     assert.equal(r.stdout.toString(), 'out a\nout b\nbye\n');
@@ -326,14 +330,12 @@ describe('attach (conmon attach socket)', () => {
   });
 
   test('WebSocket TTY: resize through conmon ctl, output over the pty, detach leaves the container running', T, async () => {
-    const c = await startConmon('atty', ['/bin/sh', '-c', "trap 'stty size' WINCH; while :; do read -t 1 l && echo \"typed $l\"; done"], true);
+    const c = await startConmon('atty', ['/bin/sh', '-c', "trap 'stty size' WINCH; while :; do read -t 1 l && echo \"typed $l\"; done"], true, false);
     containers.set('atty', target(c.id, { conmonSocketDir: c.socketDir, stdin: true, tty: true }));
     const sess = await wsOpen(server.getAttach({ container_id: 'atty', stdin: true, tty: true, stdout: true, stderr: false }).url, ['v5.channel.k8s.io']);
     // stdin only flows once the attach socket is connected (output before that is not replayed)
     sess.ws.send(chan(0, 'hello\r'));
-    const t = setInterval(() => console.error('DBG', JSON.stringify(sess.text(1)), JSON.stringify(sess.text(3)), readFileSync(join(s.work, 'conmon-atty/ctr.log'), 'utf8')), 2000);
     await sess.until(1, /typed hello/, 'stdin through the terminal');
-    clearInterval(t);
     sess.ws.send(chan(4, JSON.stringify({ Width: 77, Height: 22 })));
     await sess.until(1, /22 77/, 'resize applied via conmon');
     sess.ws.close(1000);

@@ -21,8 +21,9 @@
  *
  *   corral-stream netns NSPATH PORT
  *       setns(2) into the network namespace file NSPATH, connect to 127.0.0.1:PORT (then [::1]:PORT)
- *       and relay fd 0 <-> the connection with half-close both ways. Exit status 2 (with a message
- *       on fd 2) when the connection cannot be made, 3 when the namespace cannot be entered.
+ *       and relay fd 0 <-> the connection with half-close both ways. Once connected, writes "c" to
+ *       fd 3 (if open) and closes it. Exit status 2 (with a message on fd 2) when the connection
+ *       cannot be made, 3 when the namespace cannot be entered.
  *
  * Exit status 1 = usage or I/O failure, with a message on fd 2 starting "corral-stream: ".
  */
@@ -382,6 +383,10 @@ static int cmd_netns(int argc, char **argv) {
     else if (s6 >= 0) close(s6);
   }
   if (s < 0) die(2, "connect to localhost:%ld: %s", port, strerror(err4 ? err4 : errno));
+  if (fd_is_open(3)) {
+    if (write(3, "c", 1) < 0) msg("corral-stream: fd 3: %s", strerror(errno));
+    close(3);
+  }
 
   int in_open = 1, sock_open = 1;
   static char buf[BUFSZ];

@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync, lstatSync, readFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { digestOf } from '../digest.ts';
+import { writeTar } from './tar.ts';
+import { unpackLayerFile, unpackLayerFileHere, DiffIdMismatchError } from './layer.ts';
+import { UnsafeLayerError } from './apply.ts';
+
+const base = mkdtempSync(join(tmpdir(), 'corral-layer-test-'));
+test.after(() => rmSync(base, { recursive: true, force: true }));
+
+let n = 0;
+function blob(tar: Buffer): string {
+  const p = join(base, `blob-${++n}`);
+  writeFileSync(p, gzipSync(tar));
+  return p;
+}
+function dir(): string {
+  const d = join(base, `root-${++n}`);
+  mkdirSync(d);
+  return d;
+}
+
+const good = writeTar([
+  { name: 'd', type: 'dir', mode: 0o750, mtime: 1000 },
+  { name: 'd/f', data: Buffer.alloc(300_000, 7), mode: 0o4755, uid: 12, gid: 34, mtime: 2000 },
+  { name: 'd/l', type: 'symlink', linkname: 'f', mtime: 3000 },
+  { name: 'd/h', type: 'hardlink', linkname: 'd/f' },
+  { name: 'd/f2', data: 'again', mtime: 4000 },
+  { name: 'd/f2', data: 'replaced', mtime: 5000 },
+]);
+
+test('worker and in-thread unpack produce the same tree and result', async () => {
+  const p = blob(good);
+  const want = digestOf(good);
+  const [a, b] = [dir(), dir()];
+  const ra = await unpackLayerFile(p, a, { mode: 'overlay', expectDiffId: want });
+  const rb = await unpackLayerFileHere(p, b, { mode: 'overlay', expectDiffId: want });
+  assert.deepEqual(ra, rb);
+  assert.equal(ra.diffId, want);
+  for (const r of [a, b]) {
+    const f = lstatSync(join(r, 'd/f'));
+    assert.equal(f.mode & 0o7777, 0o4755);
+    assert.equal([f.uid, f.gid].join(), '12,34');
+    assert.equal(f.mtimeMs, 2000_000);
+    assert.equal(f.nlink, 2);
+    assert.equal(f.size, 300_000);
+    assert.equal(lstatSync(join(r, 'd')).mode & 0o7777, 0o750);
+    assert.equal(lstatSync(join(r, 'd')).mtimeMs, 1000_000);
+    assert.ok(lstatSync(join(r, 'd/l')).isSymbolicLink());
+    assert.equal(readFileSync(join(r, 'd/f2'), 'utf8'), 'replaced');
+  }
+});
+
+test('errors from the unpack worker keep their class, code and message', async () => {
+  await assert.rejects(unpackLayerFile(blob(good), dir(), { mode: 'overlay', expectDiffId: 'sha256:' + '0'.repeat(64), layer: 'L1' }), (e: Error) => {
+    assert.ok(e instanceof DiffIdMismatchError);
+    assert.equal((e as DiffIdMismatchError).code, 'INVALID_ARGUMENT');
+    assert.match(e.message, /layer L1: uncompressed digest .* does not match/);
+    return true;
+  });
+  await assert.rejects(unpackLayerFile(blob(writeTar([{ name: '../x', data: 'x' }])), dir(), { mode: 'direct' }), (e: Error) => {
+    assert.ok(e instanceof UnsafeLayerError);
+    assert.match(e.message, /escape the layer root/);
+    return true;
+  });
+  await assert.rejects(unpackLayerFile(join(base, 'missing'), dir(), { mode: 'direct' }), { code: 'NOT_FOUND' });
+});
