@@ -16,7 +16,7 @@ describe('a running corrald', () => {
 
   before(async () => {
     const cfg = join(tmp.dir, 'corrald.toml');
-    writeFileSync(cfg, `socket = ${JSON.stringify(socket)}\nstate_dir = ${JSON.stringify(join(tmp.dir, 'state'))}\n[cni]\nconf_dir = ${JSON.stringify(cniDir)}\n[metrics]\naddress = "127.0.0.1:0"\n`);
+    writeFileSync(cfg, `socket = ${JSON.stringify(socket)}\nstate_dir = ${JSON.stringify(join(tmp.dir, 'state'))}\nroot_dir = ${JSON.stringify(join(tmp.dir, 'root'))}\n[cni]\nconf_dir = ${JSON.stringify(cniDir)}\ndefault_network = false\n[metrics]\naddress = "127.0.0.1:0"\n`);
     d = await spawnCorrald(['--config', cfg, '--log-level', 'debug']);
     clients = criClients(socket);
   });
