@@ -21,6 +21,48 @@ import { exampleSpec } from '../oci/spec/defaults.ts';
 import { features } from '../oci/runtime/features.ts';
 import type { Process } from '../oci/spec/types.ts';
 import type { LinuxResources } from '../oci/cgroups/types.ts';
+import type { Executor, ExecutorSpawner } from '../oci/runtime/executor.ts';
+
+/**
+ * Where one CLI invocation's I/O goes. The default is this process (stdio, cwd, signals); the
+ * corral-oci server (oci-server.ts) runs `main` per client request with the client's cwd, frames
+ * for stdout/stderr/stdin, and an executor spawner that has the client start corral-exec.
+ */
+export interface CliIo {
+  /** Every relative path on the command line is resolved against this (never process.chdir). */
+  cwd: string;
+  /** The invoking process (recorded as the creator of a container while it is created). */
+  pid: number;
+  /** Environment of the invocation (the CORRAL_* and NOTIFY_SOCKET-like variables at least). */
+  env: Record<string, string | undefined>;
+  stdout(s: string): void;
+  stderr(s: string): void;
+  /** All of stdin as UTF-8 (`update --resources -`). */
+  readStdin(): Promise<string>;
+  /** Default: the context's local `startExecutor`. */
+  spawnExecutor?: ExecutorSpawner;
+  /** Forward the usual terminal/job-control signals to the executor's launcher until the returned function is called. */
+  forwardSignals(executor: Executor): () => void;
+}
+
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+
+/** The invocation is this process. */
+export function processIo(): CliIo {
+  return {
+    cwd: process.cwd(),
+    pid: process.pid,
+    env: process.env,
+    stdout: (t) => { process.stdout.write(t); },
+    stderr: (t) => { process.stderr.write(t); },
+    readStdin: async () => readFileSync(0, 'utf8'),
+    forwardSignals(executor) {
+      const forward = (sig: NodeJS.Signals) => executor.launcher.kill(sig);
+      for (const sig of FORWARDED) process.on(sig, forward);
+      return () => { for (const sig of FORWARDED) process.off(sig, forward); };
+    },
+  };
+}
 
 const VERSION = '0.1.0';
 
@@ -49,10 +91,12 @@ class CliLogger implements Logger {
   private readonly file?: string;
   private readonly json: boolean;
   private readonly debugOn: boolean;
-  constructor(file: string | undefined, json: boolean, debug: boolean) {
+  private readonly io: CliIo;
+  constructor(file: string | undefined, json: boolean, debug: boolean, io: CliIo) {
     this.file = file;
     this.json = json;
     this.debugOn = debug;
+    this.io = io;
   }
   private write(level: string, msg: string, fields?: Record<string, unknown>): void {
     const line = this.json
@@ -61,7 +105,7 @@ class CliLogger implements Logger {
     if (this.file) {
       try { appendFileSync(this.file, line); return; } catch { /* fall back to stderr */ }
     }
-    if (level !== 'debug' || this.debugOn) process.stderr.write(this.json ? line : `corral-oci: ${level}: ${msg}\n`);
+    if (level !== 'debug' || this.debugOn) this.io.stderr(this.json ? line : `corral-oci: ${level}: ${msg}\n`);
   }
   debug(m: string, f?: Record<string, unknown>) { if (this.debugOn) this.write('debug', m, f); }
   info(m: string, f?: Record<string, unknown>) { this.write('info', m, f); }
@@ -75,16 +119,22 @@ function needId(p: Parsed, verb: string): string {
   return id;
 }
 
-function printJson(v: unknown): void {
-  process.stdout.write(JSON.stringify(v, null, 2) + '\n');
+function printJson(io: CliIo, v: unknown): void {
+  io.stdout(JSON.stringify(v, null, 2) + '\n');
 }
 
-type Verb = (ctx: RuntimeContext, args: string[]) => Promise<number | void>;
+type Verb = (ctx: RuntimeContext, args: string[], io: CliIo) => Promise<number | void>;
+
+/** A path-valued flag, resolved against the invocation's cwd. */
+function pathFlag(p: Parsed, name: string, io: CliIo): string | undefined {
+  const v = str(p, name);
+  return v === undefined ? undefined : resolve(io.cwd, v);
+}
 
 const verbs: Record<string, Verb> = {
-  async create(ctx, argv) {
+  async create(ctx, argv, io) {
     const p = parseArgs(argv, CREATE_FLAGS);
-    const { executor } = await create(ctx, createOpts(p, needId(p, 'create')));
+    const { executor } = await create(ctx, createOpts(p, needId(p, 'create'), io));
     executor.close();
   },
 
@@ -92,32 +142,30 @@ const verbs: Record<string, Verb> = {
     await start(ctx, needId(parseArgs(argv, []), 'start'));
   },
 
-  async run(ctx, argv) {
+  async run(ctx, argv, io) {
     const p = parseArgs(argv, [...CREATE_FLAGS, { name: 'detach', alias: ['d'], type: 'bool' }, { name: 'keep', type: 'bool' }, { name: 'no-subreaper', type: 'bool' }]);
     const id = needId(p, 'run');
     const detach = bool(p, 'detach');
-    const { executor } = await create(ctx, { ...createOpts(p, id), parentMode: detach ? 'exit' : 'wait' });
+    const { executor } = await create(ctx, { ...createOpts(p, id, io), parentMode: detach ? 'exit' : 'wait' });
     if (detach) {
       await start(ctx, id);
       executor.close();
       return 0;
     }
-    const forward = (sig: NodeJS.Signals) => executor.launcher.kill(sig);
-    const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-    for (const s of sigs) process.on(s, forward);
+    const unforward = io.forwardSignals(executor);
     try {
       await start(ctx, id);
       const { code, signal } = await executor.launcherExit();
       return code ?? 128 + (signal ? osSignal(signal) : 0);
     } finally {
-      for (const s of sigs) process.off(s, forward);
+      unforward();
       if (!bool(p, 'keep')) await deleteContainer(ctx, id, { force: true });
     }
   },
 
-  async state(ctx, argv) {
+  async state(ctx, argv, io) {
     const id = needId(parseArgs(argv, []), 'state');
-    printJson(ctx.state(ctx.store.load(id)));
+    printJson(io, ctx.state(ctx.store.load(id)));
   },
 
   async kill(ctx, argv) {
@@ -131,59 +179,57 @@ const verbs: Record<string, Verb> = {
     for (const id of p.positional) await deleteContainer(ctx, id, { force: bool(p, 'force') });
   },
 
-  async exec(ctx, argv) {
+  async exec(ctx, argv, io) {
     const p = parseArgs(argv, EXEC_FLAGS, { stopAtPositional: true });
     const id = needId(p, 'exec');
-    const proc = execProcess(ctx, p, id);
+    const proc = execProcess(ctx, p, id, io);
     const detach = bool(p, 'detach');
     const started = await exec(ctx, id, {
-      process: proc, detach, pidFile: str(p, 'pid-file'), consoleSocket: str(p, 'console-socket'), preserveFds: int(p, 'preserve-fds'),
+      process: proc, detach, pidFile: pathFlag(p, 'pid-file', io), consoleSocket: pathFlag(p, 'console-socket', io), preserveFds: int(p, 'preserve-fds'),
     });
     if (detach) {
       started.executor.close();
       return 0;
     }
-    const forward = (sig: NodeJS.Signals) => started.executor.launcher.kill(sig);
-    const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
-    for (const s of sigs) process.on(s, forward);
+    const unforward = io.forwardSignals(started.executor);
     try {
       return await started.wait();
     } finally {
-      for (const s of sigs) process.off(s, forward);
+      unforward();
     }
   },
 
-  async list(ctx, argv) {
+  async list(ctx, argv, io) {
     const p = parseArgs(argv, [{ name: 'format', alias: ['f'], type: 'string' }, { name: 'quiet', alias: ['q'], type: 'bool' }]);
     const all = listContainers(ctx);
     if (bool(p, 'quiet')) {
-      for (const c of all) process.stdout.write(`${c.id}\n`);
+      for (const c of all) io.stdout(`${c.id}\n`);
     } else if (str(p, 'format') === 'json') {
-      process.stdout.write(JSON.stringify(all) + '\n');
+      io.stdout(JSON.stringify(all) + '\n');
     } else {
       const rows = [['ID', 'PID', 'STATUS', 'BUNDLE', 'CREATED', 'OWNER'], ...all.map((c) => [c.id, String(c.pid), c.status, c.bundle, c.created, c.owner])];
       const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-      for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i] + 3)).join('').trimEnd() + '\n');
+      for (const r of rows) io.stdout(r.map((c, i) => c.padEnd(widths[i] + 3)).join('').trimEnd() + '\n');
     }
   },
 
-  async ps(ctx, argv) {
+  async ps(ctx, argv, io) {
     const p = parseArgs(argv, [{ name: 'format', alias: ['f'], type: 'string' }], { stopAtPositional: true });
     const id = needId(p, 'ps');
     const pids = ps(ctx, id);
     if (str(p, 'format') === 'json') {
-      process.stdout.write(JSON.stringify(pids) + '\n');
+      io.stdout(JSON.stringify(pids) + '\n');
       return;
     }
     const { execFileSync } = await import('node:child_process');
     const psArgs = p.positional.slice(1);
-    const out = execFileSync('ps', psArgs.length ? psArgs : ['-ef'], { encoding: 'utf8' });
+    const out = execFileSync('ps', psArgs.length ? psArgs : ['-ef'], { encoding: 'utf8', cwd: io.cwd });
     const [header, ...lines] = out.split('\n');
     const pidCol = header.trim().split(/\s+/).indexOf('PID');
     if (pidCol < 0) throw new InvalidArgumentError('ps output has no PID column; include it in the ps arguments');
-    process.stdout.write(header + '\n');
+    io.stdout(header + '\n');
     const set = new Set(pids.map(String));
-    for (const l of lines) if (set.has(l.trim().split(/\s+/)[pidCol])) process.stdout.write(l + '\n');
+    for (const l of lines) if (set.has(l.trim().split(/\s+/)[pidCol])) io.stdout(l + '\n');
   },
 
   async pause(ctx, argv) {
@@ -194,17 +240,17 @@ const verbs: Record<string, Verb> = {
     resume(ctx, needId(parseArgs(argv, []), 'resume'));
   },
 
-  async update(ctx, argv) {
+  async update(ctx, argv, io) {
     const p = parseArgs(argv, UPDATE_FLAGS);
     const id = needId(p, 'update');
-    const warnings = update(ctx, id, updateResources(p));
+    const warnings = update(ctx, id, await updateResources(p, io));
     for (const w of warnings) ctx.logger.warn(w);
   },
 
-  async events(ctx, argv) {
+  async events(ctx, argv, io) {
     const p = parseArgs(argv, [{ name: 'stats', type: 'bool' }, { name: 'interval', type: 'string' }]);
     const id = needId(p, 'events');
-    const emit = () => process.stdout.write(JSON.stringify({ type: 'stats', id, data: stats(ctx, id) }) + '\n');
+    const emit = () => io.stdout(JSON.stringify({ type: 'stats', id, data: stats(ctx, id) }) + '\n');
     if (bool(p, 'stats')) {
       emit();
       return;
@@ -218,13 +264,13 @@ const verbs: Record<string, Verb> = {
     }
   },
 
-  async features() {
-    printJson(features());
+  async features(_ctx, _argv, io) {
+    printJson(io, features());
   },
 
-  async spec(_ctx, argv) {
+  async spec(_ctx, argv, io) {
     const p = parseArgs(argv, [{ name: 'bundle', alias: ['b'], type: 'string' }, { name: 'rootless', type: 'bool' }]);
-    const file = join(resolve(str(p, 'bundle') ?? '.'), 'config.json');
+    const file = join(resolve(io.cwd, str(p, 'bundle') ?? '.'), 'config.json');
     if (existsSync(file)) throw new InvalidArgumentError(`${file} already exists; remove it first`);
     writeFileSync(file, JSON.stringify(exampleSpec({ rootless: bool(p, 'rootless') }), null, '\t') + '\n');
   },
@@ -268,23 +314,24 @@ const UPDATE_FLAGS: FlagSpec[] = [
   { name: 'blkio-weight', type: 'string' },
 ];
 
-function createOpts(p: Parsed, id: string) {
+function createOpts(p: Parsed, id: string, io: CliIo) {
   if (bool(p, 'no-new-keyring')) { /* we never create a session keyring: nothing to do */ }
   return {
     id,
-    bundle: str(p, 'bundle') ?? '.',
-    pidFile: str(p, 'pid-file'),
-    consoleSocket: str(p, 'console-socket'),
+    bundle: resolve(io.cwd, str(p, 'bundle') ?? '.'),
+    pidFile: pathFlag(p, 'pid-file', io),
+    consoleSocket: pathFlag(p, 'console-socket', io),
     noPivot: bool(p, 'no-pivot'),
     preserveFds: int(p, 'preserve-fds'),
+    creatorPid: io.pid,
   };
 }
 
-function execProcess(ctx: RuntimeContext, p: Parsed, id: string): Process {
+function execProcess(ctx: RuntimeContext, p: Parsed, id: string, io: CliIo): Process {
   const file = str(p, 'process');
   if (file) {
     try {
-      return JSON.parse(readFileSync(file, 'utf8')) as Process;
+      return JSON.parse(readFileSync(resolve(io.cwd, file), 'utf8')) as Process;
     } catch (e) {
       throw new InvalidArgumentError(`--process ${file}: ${(e as Error).message}`);
     }
@@ -326,11 +373,11 @@ function parseSize(v: string, flag: string): number {
   return Number(m[1]) * mult;
 }
 
-function updateResources(p: Parsed): LinuxResources {
+async function updateResources(p: Parsed, io: CliIo): Promise<LinuxResources> {
   const file = str(p, 'resources');
   let r: LinuxResources = {};
   if (file) {
-    const text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
+    const text = file === '-' ? await io.readStdin() : readFileSync(resolve(io.cwd, file), 'utf8');
     try {
       r = JSON.parse(text) as LinuxResources;
     } catch (e) {
@@ -388,16 +435,16 @@ Commands:
 Global options:
 ${''}`;
 
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
   const g = parseArgs(argv, GLOBAL_FLAGS, { stopAtPositional: true });
-  const logger = new CliLogger(str(g, 'log'), str(g, 'log-format') === 'json', bool(g, 'debug'));
+  const logger = new CliLogger(pathFlag(g, 'log', io), str(g, 'log-format') === 'json', bool(g, 'debug'), io);
   if (bool(g, 'version')) {
-    process.stdout.write(`corral-oci version ${VERSION}\nspec: 1.2.0\n`);
+    io.stdout(`corral-oci version ${VERSION}\nspec: 1.2.0\n`);
     return 0;
   }
   const [verb, ...rest] = g.positional;
   if (bool(g, 'help') || !verb || verb === 'help') {
-    process.stdout.write(USAGE + GLOBAL_FLAGS.map((f) => `   --${f.name}\t${f.help ?? ''}`).join('\n') + '\n');
+    io.stdout(USAGE + GLOBAL_FLAGS.map((f) => `   --${f.name}\t${f.help ?? ''}`).join('\n') + '\n');
     return verb || bool(g, 'help') ? 0 : 1;
   }
   const fn = verbs[verb];
@@ -406,14 +453,14 @@ export async function main(argv: string[]): Promise<number> {
     if (bool(g, 'systemd-cgroup')) {
       throw new UnimplementedError('--systemd-cgroup: the systemd cgroup driver is not supported; use the cgroupfs driver (omit the flag)');
     }
-    const ctx = new RuntimeContext({ root: str(g, 'root'), logger });
+    const ctx = new RuntimeContext({ root: pathFlag(g, 'root', io), logger, spawnExecutor: io.spawnExecutor });
     logger.debug(`${verb} ${rest.join(' ')}`);
-    const code = await fn(ctx, rest);
+    const code = await fn(ctx, rest, io);
     return typeof code === 'number' ? code : 0;
   } catch (e) {
     const msg = e instanceof CorralError ? e.message : e instanceof Error ? `internal error: ${e.stack ?? e.message}` : String(e);
     logger.error(msg);
-    if (str(g, 'log')) process.stderr.write(`corral-oci: ${msg}\n`);
+    if (str(g, 'log')) io.stderr(`corral-oci: ${msg}\n`);
     return 1;
   }
 }

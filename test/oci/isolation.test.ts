@@ -2,7 +2,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { waitFor } from '../helpers/wait.ts';
 import { suite, runToEnd } from '../helpers/oci.ts';
 
@@ -184,4 +185,30 @@ test('device nodes get exactly the configured mode, owner and numbers', () => {
   });
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(r.stdout.trim().split('\n'), ['660 7 8 a e5 character special file', '600 0 0 a c8 character special file']);
+});
+
+test('rshared root propagation: a bidirectional bind mount carries mounts both ways, the rootfs leaks nothing', async () => {
+  const shared = join(s.work, 'shared-dir');
+  mkdirSync(shared);
+  // The host side: a shared mount of our own.
+  execFileSync('mount', ['--bind', shared, shared]);
+  execFileSync('mount', ['--make-rshared', shared]);
+  try {
+    const b = s.bundle(sh('mkdir -p /shared/inner && mount -t tmpfs -o size=64k tmpfs /shared/inner && touch /shared/inner/ok && sleep 100'), (sp) => {
+      sp.linux!.rootfsPropagation = 'rshared';
+      sp.mounts!.push({ destination: '/shared', type: 'bind', source: shared, options: ['rbind', 'rshared'] });
+      sp.process!.capabilities = { bounding: ['CAP_SYS_ADMIN'], effective: ['CAP_SYS_ADMIN'], permitted: ['CAP_SYS_ADMIN'] };
+    });
+    const id = s.id('rshared');
+    const r = s.oci(['run', '-d', '--bundle', b.dir, id]);
+    assert.equal(r.status, 0, r.stderr);
+    await waitFor(() => existsSync(join(shared, 'inner/ok')), 10000, 'the container mounted inside the shared dir');
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
+    assert.ok(mounts.includes(`${shared}/inner `), 'the container\'s mount reached the host');
+    assert.equal(mounts.includes(`${b.rootfs}/proc `), false, 'mounts under the rootfs stay in the container');
+    assert.equal(s.oci(['delete', '--force', id]).status, 0);
+    execFileSync('umount', [join(shared, 'inner')]);
+  } finally {
+    execFileSync('umount', ['-R', shared]);
+  }
 });

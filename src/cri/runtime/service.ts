@@ -761,7 +761,7 @@ export class CriRuntimeService {
     this.store.saveContainer(c);
   }
 
-  reopenContainerLog(idOrPrefix: string): void {
+  async reopenContainerLog(idOrPrefix: string): Promise<void> {
     const c = this.store.container(idOrPrefix);
     this.refresh(c);
     if (c.phase !== 'running') throw new FailedPreconditionError(`ReopenContainerLog: container ${c.id} is not running`);
@@ -776,6 +776,9 @@ export class CriRuntimeService {
     } finally {
       closeSync(fd);
     }
+    // conmon reopens asynchronously; the kubelet (and critest) expect the file back when this returns.
+    for (let i = 0; i < 250 && !existsSync(c.conmonLogPath); i++) await sleep(20);
+    if (!existsSync(c.conmonLogPath)) throw new FailedPreconditionError(`ReopenContainerLog: conmon did not reopen ${c.conmonLogPath} within 5 s`);
   }
 
   async execSync(req: T.ExecSyncRequest): Promise<Reply<T.ExecSyncResponse>> {
@@ -906,7 +909,7 @@ export class CriRuntimeService {
       ListContainers: (req) => ({ containers: this.listContainers(req.filter) }),
       ContainerStatus: (req) => this.containerStatusResponse(req),
       UpdateContainerResources: async (req) => (await this.updateContainerResources(req), {}),
-      ReopenContainerLog: (req) => (this.reopenContainerLog(req.container_id), {}),
+      ReopenContainerLog: async (req) => (await this.reopenContainerLog(req.container_id), {}),
       ExecSync: (req) => this.execSync(req),
       ContainerStats: async (req) => ({ stats: await this.containerStatsOne(req.container_id) }),
       ListContainerStats: async (req) => ({ stats: await this.listContainerStats(req.filter) }),

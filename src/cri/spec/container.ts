@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../../errors.ts';
-import { CAPABILITIES } from '../../oci/spec/capabilities.ts';
+import { CAPABILITIES, hostBoundingCapabilities } from '../../oci/spec/capabilities.ts';
 import { DEFAULT_PATH } from '../../oci/spec/defaults.ts';
 import type { LinuxDevice, LinuxNamespace, Mount as OciMount, Spec } from '../../oci/spec/types.ts';
 import type { LinuxDeviceCgroup, LinuxResources } from '../../oci/cgroups/types.ts';
@@ -121,8 +121,17 @@ export function mergeEnv(imageEnv: string[], envs: { key: string; value: string 
   return order.map((k) => `${k}=${map.get(k)}`);
 }
 
+/**
+ * "All capabilities" (privileged, or add ALL) means all this host lets a process hold, as containerd
+ * does: here root lacks CAP_SYS_RESOURCE, and asking capset for it would fail the container.
+ */
+let hostCaps: string[] | undefined;
+function allCapabilities(): string[] {
+  return (hostCaps ??= hostBoundingCapabilities());
+}
+
 function capabilitySet(sc: LinuxContainerSecurityContext | null, privileged: boolean): string[] {
-  if (privileged) return [...CAPABILITIES];
+  if (privileged) return allCapabilities();
   const caps = new Set(CRI_DEFAULT_CAPABILITIES);
   const c = sc?.capabilities;
   if (c) {
@@ -130,7 +139,7 @@ function capabilitySet(sc: LinuxContainerSecurityContext | null, privileged: boo
     const add = c.add_capabilities.map((n, i) => normalizeCap(n, `security_context.capabilities.add_capabilities[${i}]`));
     if (drop.includes('ALL')) caps.clear();
     for (const d of drop) caps.delete(d);
-    if (add.includes('ALL')) for (const a of CAPABILITIES) caps.add(a);
+    if (add.includes('ALL')) for (const a of allCapabilities()) caps.add(a);
     for (const a of add) if (a !== 'ALL') caps.add(a);
   }
   return CAPABILITIES.filter((n) => caps.has(n));
@@ -245,6 +254,9 @@ export function buildContainerSpec(input: BuildInput): BuiltSpec {
   const privileged = !!sc?.privileged;
   const args = mergeCommand(image, config.command, config.args);
   if (args.length === 0) throw new InvalidArgumentError('the container has no command: the image has neither Entrypoint nor Cmd and config.command/args are empty');
+  if (sc?.run_as_group && !sc.run_as_user && !sc.run_as_username) {
+    throw new InvalidArgumentError('security_context.run_as_group needs run_as_user or run_as_username: a group alone does not say which user runs');
+  }
   const user = resolveUser(input.rootfs, {
     imageUser: image.User ?? '',
     runAsUser: sc?.run_as_user ? int(sc.run_as_user.value) : null,

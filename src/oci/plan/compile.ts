@@ -57,6 +57,8 @@ export interface CreatePlanInput {
   preserveFds?: number;
   cgroupMode: 'v1' | 'v2';
   cgroupMounts: CgroupMountSource[];
+  /** The mount point (in the runtime's mount namespace) that contains the rootfs; made private for a shared root. */
+  rootfsParentMount?: string;
   /** cgroup v2: the device filter to attach to the container's cgroup before the init joins it. */
   deviceFilter?: { cgroupDir: string; program: Uint8Array };
 }
@@ -287,8 +289,15 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   const rootProp = propagationFlags(spec.linux?.rootfsPropagation) ?? MS.SLAVE | MS.REC;
   const sharedRoot = (rootProp & MS.SHARED) !== 0;
   if (ownMountNs) {
-    ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: sharedRoot ? MS.SLAVE | MS.REC : rootProp, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
+    ops.push({ op: 'mount', source: '', target: '/', fstype: '', flags: rootProp, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
+    // A shared root keeps the host's peer groups (so bidirectional bind mounts reach the host), but the
+    // mount holding the rootfs must not be: mounts made under the rootfs would appear on the host, and
+    // pivot_root refuses a shared parent.
+    if (sharedRoot && input.rootfsParentMount) {
+      ops.push({ op: 'mount', source: '', target: input.rootfsParentMount, fstype: '', flags: MS.PRIVATE, data: '', extra: 0, origin: 'linux.rootfsPropagation' });
+    }
     ops.push({ op: 'mount', source: input.rootfs, target: input.rootfs, fstype: '', flags: MS.BIND | MS.REC, data: '', extra: 0, origin: 'root.path' });
+    if (sharedRoot) ops.push({ op: 'mount', source: '', target: input.rootfs, fstype: '', flags: MS.PRIVATE, data: '', extra: 0, origin: 'root.path' });
   }
   ops.push({ op: 'openRoot', path: input.rootfs, origin: 'root.path' });
   ops.push(...mountOps(input, inUserNs, isNew('cgroup')));

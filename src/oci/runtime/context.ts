@@ -8,6 +8,8 @@ import { OCI_VERSION } from '../spec/types.ts';
 import { isAlive, StateStore } from './state-store.ts';
 import type { ContainerRecord } from './state-store.ts';
 import type { Status } from '../spec/types.ts';
+import { startExecutor } from './executor.ts';
+import type { ExecutorSpawner } from './executor.ts';
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -23,6 +25,8 @@ export interface RuntimeOptions {
   executorPath?: string;
   logger?: Logger;
   systemdCgroup?: boolean;
+  /** How create/exec start the executor (default: `startExecutor`, a child of this process, using `executorPath`). */
+  spawnExecutor?: ExecutorSpawner;
 }
 
 export class RuntimeContext {
@@ -30,11 +34,14 @@ export class RuntimeContext {
   readonly logger: Logger;
   readonly executorPath?: string;
   readonly systemdCgroup: boolean;
+  readonly spawnExecutor: ExecutorSpawner;
   constructor(opts: RuntimeOptions = {}) {
     this.store = new StateStore(opts.root);
     this.logger = opts.logger ?? silentLogger;
     this.executorPath = opts.executorPath;
     this.systemdCgroup = opts.systemdCgroup ?? false;
+    const path = opts.executorPath;
+    this.spawnExecutor = opts.spawnExecutor ?? ((o) => startExecutor({ ...o, executorPath: o.executorPath ?? path }));
   }
 
   cgroup(record: Pick<ContainerRecord, 'cgroupsPath'>): CgroupManager {

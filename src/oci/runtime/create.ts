@@ -13,14 +13,14 @@ import { validateSpec } from '../spec/validate.ts';
 import { effectiveResources } from '../spec/device-rules.ts';
 import type { Spec } from '../spec/types.ts';
 import type { RuntimeContext } from './context.ts';
-import { startExecutor } from './executor.ts';
 import type { Executor } from './executor.ts';
 import { runHooks } from './hooks.ts';
 import { findExecutableInRoot } from './resolve-in-root.ts';
 import { processStartTime, validateId } from './state-store.ts';
 import type { ContainerRecord } from './state-store.ts';
 import { cgroupMountSources } from './cgroup-view.ts';
-import { sharesHostMountNs, unmountUnder } from './host-mounts.ts';
+import { mountPointOf, sharesHostMountNs, unmountUnder } from './host-mounts.ts';
+import { propagationFlags } from '../spec/mount-options.ts';
 import { defaultCgroupsPath } from '../cgroups/index.ts';
 
 export interface CreateOptions {
@@ -36,6 +36,11 @@ export interface CreateOptions {
   stdio?: Array<'inherit' | 'ignore' | 'pipe' | number>;
   /** "wait": the executor stays as the init's parent and exits with its status (used by `run`). */
   parentMode?: 'exit' | 'wait';
+  /**
+   * The pid recorded as the creator while creating (default: this process). The corral-oci server
+   * passes its client's pid, so a create whose caller was killed is seen as such by state/delete.
+   */
+  creatorPid?: number;
 }
 
 export interface Created {
@@ -95,7 +100,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
   }
 
   const record: ContainerRecord = {
-    id, bundle, rootfs, pid: 0, pidStartTime: '', phase: 'creating', creatorPid: process.pid, created: new Date().toISOString(),
+    id, bundle, rootfs, pid: 0, pidStartTime: '', phase: 'creating', creatorPid: opts.creatorPid ?? process.pid, created: new Date().toISOString(),
     owner: 'root', cgroupsPath: spec.linux?.cgroupsPath || defaultCgroupsPath(id), started: false, spec,
   };
   ctx.store.reserve(record);
@@ -112,11 +117,12 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     const plan = compileCreatePlan({
       spec, bundle, rootfs, parentMode: opts.parentMode ?? 'exit', startFifo: fifo, consoleSocket: opts.consoleSocket,
       noPivot: opts.noPivot, preserveFds: opts.preserveFds, cgroupMode: cg.mode === 'v2' ? 'v2' : 'v1', cgroupMounts: mounts,
+      rootfsParentMount: propagationFlags(spec.linux?.rootfsPropagation) !== undefined ? mountPointOf(dirname(rootfs)) : undefined,
       deviceFilter: set.deviceProgram ? { cgroupDir: cg.dirs()[0], program: set.deviceProgram } : undefined,
     });
     for (const w of plan.warnings ?? []) ctx.logger.warn(w);
     const preserve = Array.from({ length: opts.preserveFds ?? 0 }, (_, i) => 3 + i);
-    executor = startExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve, executorPath: ctx.executorPath });
+    executor = ctx.spawnExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve });
     const pid = await executor.childPid();
     record.pid = pid;
     record.pidStartTime = processStartTime(pid) ?? '';

@@ -9,7 +9,6 @@ import { SpecError } from '../../errors.ts';
 import type { Process } from '../spec/types.ts';
 import { compileExecPlan } from '../plan/compile.ts';
 import type { RuntimeContext } from './context.ts';
-import { startExecutor } from './executor.ts';
 import type { Executor } from './executor.ts';
 import { writePidFile } from './create.ts';
 
@@ -48,7 +47,7 @@ export async function exec(ctx: RuntimeContext, id: string, opts: ExecOptions): 
   });
   for (const w of plan.warnings ?? []) ctx.logger.warn(w);
   const preserve = Array.from({ length: opts.preserveFds ?? 0 }, (_, i) => 3 + i);
-  const executor = startExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve, executorPath: ctx.executorPath });
+  const executor = ctx.spawnExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve });
   const pid = await executor.childPid();
   if (opts.pidFile) writePidFile(opts.pidFile, pid);
   await executor.waitExec();

@@ -39,8 +39,15 @@ export interface LauncherExit {
   signal: string | null;
 }
 
+/** What callers use of the launcher process (a local ChildProcess, or one a corral-oci client started). */
+export interface Launcher {
+  /** Its pid, once known (undefined before the spawn is reported, or if it failed). */
+  readonly pid?: number;
+  kill(signal?: NodeJS.Signals | number): boolean;
+}
+
 export interface Executor {
-  readonly launcher: ChildProcess;
+  readonly launcher: Launcher;
   /** Resolves on the launcher's `pid N` line (the child's host pid). */
   childPid(): Promise<number>;
   /** The next sync line must equal `message`; an `error` line rejects with an OpError; EOF rejects. */
@@ -52,6 +59,40 @@ export interface Executor {
   launcherExit(): Promise<LauncherExit>;
   /** Close the plan and sync fds on our side (the processes are left alone). */
   close(): void;
+}
+
+/** An executor this process spawned itself: the launcher is a real ChildProcess (its stdio pipes are usable). */
+export interface LocalExecutor extends Executor {
+  readonly launcher: ChildProcess;
+}
+
+/**
+ * Starts an executor for a plan. The default is `startExecutor` (a child of this process);
+ * the corral-oci server uses one that asks the calling client to spawn it (src/cli/oci-server.ts).
+ */
+export type ExecutorSpawner = (opts: ExecutorOptions) => Executor;
+
+/**
+ * The transport under the sync protocol: how lines reach the executor, and how to close our side.
+ * `executorOverChannel` turns it plus the events below into an `Executor`.
+ */
+export interface ExecutorChannel<L extends Launcher = Launcher> {
+  readonly launcher: L;
+  /** Whether a line can still be written. */
+  writable(): boolean;
+  write(line: string): void;
+  close(): void;
+}
+
+/** Feed these from the transport: sync bytes, sync EOF, the launcher's exit, a spawn failure. */
+export interface ExecutorEvents {
+  data(chunk: string): void;
+  eof(): void;
+  exit(e: LauncherExit): void;
+  /** The launcher could not be started (or the transport to it is gone): fails everything pending. */
+  error(e: Error): void;
+  /** The sync transport failed (the launcher's exit is still reported separately). */
+  syncError(e: Error): void;
 }
 
 /** What an `error <op-index> <errno> <message>` line becomes: a CorralError naming the op. */
@@ -108,10 +149,8 @@ function describeExit(e: LauncherExit): string {
   return `exited with status ${e.code}`;
 }
 
-export function startExecutor(opts: ExecutorOptions): Executor {
+export function startExecutor(opts: ExecutorOptions): LocalExecutor {
   const bytes = encodePlan(opts.plan);
-  const plan = opts.plan;
-  const hasClone = plan.ops.some((o) => o.op === 'clone');
   const stdio0 = opts.stdio ?? ['inherit', 'inherit', 'inherit'];
   if (stdio0.length !== 3) throw new InvalidArgumentError('executor: stdio must have exactly 3 entries (fds 0..2)');
   const preserve = opts.preserveFds ?? [];
@@ -128,33 +167,44 @@ export function startExecutor(opts: ExecutorOptions): Executor {
     env: opts.env ?? {},
     detached: opts.detached ?? false,
   });
+  const planSock = launcher.stdio[planIndex] as Writable | null;
+  const syncSock = launcher.stdio[syncIndex] as Duplex | null;
+  const { executor, events } = executorOverChannel(opts.plan, {
+    launcher,
+    writable: () => !!syncSock && !syncSock.destroyed && syncSock.writable,
+    write: (line) => { syncSock!.write(line); },
+    close() {
+      planSock?.destroy();
+      syncSock?.destroy();
+    },
+  });
+  launcher.on('exit', (code, signal) => events.exit({ code, signal }));
+  launcher.on('error', (err) => events.error(fromNodeError(err, `start the executor ${exe}`)));
+  planSock?.on('error', () => {}); // EPIPE if the executor died early: its exit status tells why
+  planSock?.end(bytes);
+  if (syncSock) {
+    syncSock.on('error', (err) => events.syncError(fromNodeError(err, 'executor sync fd')));
+    syncSock.setEncoding('utf8');
+    syncSock.on('data', (chunk: string) => events.data(chunk));
+    syncSock.on('end', () => events.eof());
+    syncSock.on('close', () => events.eof());
+  }
+  return executor;
+}
 
+/** The sync protocol (pid line, expect/send, error lines, exec EOF) over any transport. */
+export function executorOverChannel<L extends Launcher>(plan: Plan, channel: ExecutorChannel<L>): { executor: Executor & { readonly launcher: L }; events: ExecutorEvents } {
+  const hasClone = plan.ops.some((o) => o.op === 'clone');
   const exit = deferred<LauncherExit>();
   let exitInfo: LauncherExit | undefined;
   const pid = deferred<number>();
   let pidSeen = false;
   let failure: Error | undefined;
   let eof = false;
+  let exitSettled = false;
   const queue: string[] = [];
   const waiters: Waiter[] = [];
   let execWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
-
-  launcher.on('exit', (code, signal) => {
-    exitInfo = { code, signal };
-    exit.resolve(exitInfo);
-  });
-  launcher.on('error', (err) => {
-    const e = fromNodeError(err, `start the executor ${exe}`);
-    fail(e);
-    exit.reject(e);
-    onEof();
-  });
-
-  const planSock = launcher.stdio[planIndex] as Writable | null;
-  const syncSock = launcher.stdio[syncIndex] as Duplex | null;
-  planSock?.on('error', () => {}); // EPIPE if the executor died early: its exit status tells why
-  planSock?.end(bytes);
-  syncSock?.on('error', (err) => fail(fromNodeError(err, 'executor sync fd')));
 
   function fail(e: Error): void {
     if (failure) return;
@@ -221,9 +271,8 @@ export function startExecutor(opts: ExecutorOptions): Executor {
   }
 
   let partial = '';
-  if (syncSock) {
-    syncSock.setEncoding('utf8');
-    syncSock.on('data', (chunk: string) => {
+  const events: ExecutorEvents = {
+    data(chunk) {
       partial += chunk;
       let nl: number;
       while ((nl = partial.indexOf('\n')) >= 0) {
@@ -233,15 +282,29 @@ export function startExecutor(opts: ExecutorOptions): Executor {
       }
       if (partial.length > MAX_LINE) {
         fail(new InternalError(`executor: sync line longer than ${MAX_LINE} bytes`));
-        syncSock.destroy();
+        channel.close();
       }
-    });
-    syncSock.on('end', onEof);
-    syncSock.on('close', onEof);
-  }
+    },
+    eof: onEof,
+    exit(e) {
+      if (exitSettled) return;
+      exitSettled = true;
+      exitInfo = e;
+      exit.resolve(e);
+    },
+    error(e) {
+      fail(e);
+      if (!exitSettled) {
+        exitSettled = true;
+        exit.reject(e);
+      }
+      onEof();
+    },
+    syncError: fail,
+  };
 
-  return {
-    launcher,
+  const executor = {
+    launcher: channel.launcher,
     childPid: () => pid.promise,
     expect(message: string): Promise<void> {
       if (failure) return Promise.reject(failure);
@@ -256,10 +319,10 @@ export function startExecutor(opts: ExecutorOptions): Executor {
     },
     send(message: string): void {
       if (message.includes('\n')) throw new InvalidArgumentError('executor: a sync message must not contain a newline');
-      if (!syncSock || syncSock.destroyed || !syncSock.writable) {
+      if (!channel.writable()) {
         throw new FailedPreconditionError('executor: the sync fd is closed; the executor is gone or has exec\'d');
       }
-      syncSock.write(`${message}\n`);
+      channel.write(`${message}\n`);
     },
     waitExec(): Promise<void> {
       if (failure) return Promise.reject(failure);
@@ -269,9 +332,7 @@ export function startExecutor(opts: ExecutorOptions): Executor {
       return d.promise;
     },
     launcherExit: () => exit.promise,
-    close(): void {
-      planSock?.destroy();
-      syncSock?.destroy();
-    },
+    close: () => channel.close(),
   };
+  return { executor, events };
 }

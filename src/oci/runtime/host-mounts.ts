@@ -32,3 +32,14 @@ export function unmountUnder(dir: string): void {
     throw fromNodeError(e, `unmount the container's mounts under ${dir}`);
   }
 }
+
+/** The mount point that contains `path` (the longest mount point that is a prefix of it). */
+export function mountPointOf(path: string, mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string {
+  let best = '/';
+  for (const line of mountinfo.split('\n')) {
+    if (!line) continue;
+    const p = line.split(' ')[4].replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if ((path === p || path.startsWith(p === '/' ? '/' : p + '/')) && p.length > best.length) best = p;
+  }
+  return best;
+}

@@ -1,4 +1,5 @@
 /** Linux capability names (linux/capability.h) → numbers, and set ↔ bitmask helpers. */
+import { readFileSync } from 'node:fs';
 import { SpecError } from '../../errors.ts';
 
 export const CAPABILITIES: readonly string[] = [
@@ -31,4 +32,10 @@ export function capabilityMask(names: readonly string[] | undefined, path: strin
 
 export function capabilityNames(mask: bigint): string[] {
   return CAPABILITIES.filter((_, i) => (mask >> BigInt(i)) & 1n);
+}
+
+/** The capabilities in this process's bounding set: all that a container started from here can hold. */
+export function hostBoundingCapabilities(status = readFileSync('/proc/self/status', 'utf8')): string[] {
+  const m = /^CapBnd:\s*([0-9a-f]+)$/m.exec(status);
+  return m ? capabilityNames(BigInt(`0x${m[1]}`)) : [...CAPABILITIES];
 }
