@@ -103,6 +103,7 @@ our_rules() {
 }
 
 teardown() {
+  local st=$?
   set +e
   trap - EXIT INT TERM
   local p
@@ -132,6 +133,7 @@ teardown() {
       done
     done
   fi
+  stop_pid "$REGISTRY_PID" docker-registry
   pids=$(our_procs | awk '{print $1}' | tr '\n' ' ')
   if [ -n "${pids// }" ]; then log "killing leftover processes of this run: $pids"; kill -KILL $pids 2>/dev/null; sleep 0.5; fi
   # network namespaces containerd made for our pods (recorded from inspectp), then any other new cni-* one
@@ -203,7 +205,7 @@ teardown() {
     [ -e "$WORK" ] && { log "LEAK: $WORK not removed"; leaks=1; }
   fi
   [ "$leaks" = 0 ] && log "teardown complete, nothing left behind" || { log "teardown left things behind (see LEAK lines)"; exit 1; }
-  exit "${EXIT_STATUS:-0}"
+  exit "${EXIT_STATUS:-$st}"
 }
 trap teardown EXIT
 trap 'EXIT_STATUS=130; exit 130' INT TERM
@@ -269,7 +271,7 @@ cat > "$C/corrald.toml" <<EOF
 socket = "$CSOCK"
 state_dir = "$C/state"
 root_dir = "$C/root"
-log_level = "warn"
+log_level = "info"
 cgroup_parent = "$CG_CORRAL"
 conmon_path = "$CONMON"
 default_runtime_handler = "corral-oci"

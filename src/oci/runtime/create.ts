@@ -117,7 +117,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     const plan = compileCreatePlan({
       spec, bundle, rootfs, parentMode: opts.parentMode ?? 'exit', startFifo: fifo, consoleSocket: opts.consoleSocket,
       noPivot: opts.noPivot, preserveFds: opts.preserveFds, cgroupMode: cg.mode === 'v2' ? 'v2' : 'v1', cgroupMounts: mounts,
-      rootfsParentMount: propagationFlags(spec.linux?.rootfsPropagation) !== undefined ? mountPointOf(dirname(rootfs)) : undefined,
+      rootfsParentMount: propagationFlags(spec.linux?.rootfsPropagation) !== undefined ? mountPointOf(rootfs) : undefined,
       deviceFilter: set.deviceProgram ? { cgroupDir: cg.dirs()[0], program: set.deviceProgram } : undefined,
     });
     for (const w of plan.warnings ?? []) ctx.logger.warn(w);
