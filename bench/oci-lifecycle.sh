@@ -9,6 +9,11 @@
 # Everything it creates lives under one temp dir (bundle, both --root state dirs, pid files,
 # hyperfine JSON) and one cgroup parent of its own (/corral-bench-lifecycle-<pid>); all of it is
 # removed on exit, and the script fails if anything leaked. Never run by the test suite.
+#
+# bin/corral-oci is a client of a long-lived corral-oci server: this script gives it a server dir of
+# its own ($tmp/server, via CORRAL_OCI_SERVER_DIR), so the first lifecycle below starts that server
+# and the timed runs reuse it; it is stopped by pid on exit. CORRAL_OCI_NO_SERVER=1 times the
+# per-verb Node path instead.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-30}
@@ -28,12 +33,20 @@ file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || die "/bin/busy
 
 tmp=$(mktemp -d /tmp/corral-bench-lifecycle.XXXXXX)
 cgparent=corral-bench-lifecycle-$$
+export CORRAL_OCI_SERVER_DIR=$tmp/server
 
 cleanup() {
   set +e
   "$runc" --root "$tmp/root-runc" delete --force bench-runc >/dev/null 2>&1
   "$corral" --root "$tmp/root-corral" delete --force bench-corral >/dev/null 2>&1
-  local leaked=0
+  local leaked=0 spid
+  for pidfile in "$tmp"/server/*.pid; do
+    [ -f "$pidfile" ] || continue
+    read -r spid <"$pidfile" || true
+    [ -n "$spid" ] && grep -qa -- --server "/proc/$spid/cmdline" 2>/dev/null && kill -TERM "$spid"
+    for _ in $(seq 100); do [ -e "/proc/$spid" ] || break; sleep 0.05; done
+    [ -e "/proc/$spid" ] && { echo "oci-lifecycle: WARNING: corral-oci server $spid still runs" >&2; leaked=1; }
+  done
   # Our cgroup parent in every hierarchy (v1 controllers, name=systemd, unified): leaves first.
   for d in /sys/fs/cgroup/*/"$cgparent" /sys/fs/cgroup/"$cgparent"; do
     [ -d "$d" ] || continue
