@@ -121,7 +121,11 @@ export function startConmon(o: ConmonOptions): Promise<{ pid: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(o.conmon, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', _OCI_SYNCPIPE: '3' },
+      // conmon passes its environment to the runtime: keep the runtime's own settings (CORRAL_*).
+      env: {
+        ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('CORRAL_'))),
+        PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', _OCI_SYNCPIPE: '3',
+      },
       detached: true,
     });
     let stderr = '';
