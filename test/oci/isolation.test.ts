@@ -212,3 +212,15 @@ test('rshared root propagation: a bidirectional bind mount carries mounts both w
     execFileSync('umount', ['-R', shared]);
   }
 });
+
+test('a new time namespace with a boottime offset', () => {
+  const hostUptime = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+  const r = runToEnd(s, 'timens', sh('readlink /proc/self/ns/time; cut -d" " -f1 /proc/uptime'), (sp) => {
+    sp.linux!.namespaces!.push({ type: 'time' });
+    sp.linux!.timeOffsets = { boottime: { secs: 86400 * 365, nanosecs: 0 } };
+  });
+  assert.equal(r.status, 0, r.stderr);
+  const [ns, uptime] = r.stdout.trim().split('\n');
+  assert.notEqual(ns, readlinkSync('/proc/self/ns/time'));
+  assert.ok(Number(uptime) >= hostUptime + 86400 * 365, `container uptime ${uptime} includes the offset`);
+});

@@ -75,7 +75,9 @@ export function cloneFlagsFor(spec: Spec): number {
   let flags = 0;
   for (const ns of spec.linux?.namespaces ?? []) {
     // A cgroup namespace is unshared after the init joined its cgroup, so its root is the container's cgroup.
-    if (ns.path === undefined && ns.type !== 'cgroup') flags |= NS_FLAGS[ns.type];
+    // cgroup: unshared after the init joined its cgroup. time: CLONE_NEWTIME cannot go to clone() (it
+    // overlaps the exit-signal bits); the launcher unshares it so the child is created inside.
+    if (ns.path === undefined && ns.type !== 'cgroup' && ns.type !== 'time') flags |= NS_FLAGS[ns.type];
   }
   return flags;
 }
@@ -272,6 +274,12 @@ export function compileCreatePlan(input: CreatePlanInput): Plan {
   const warnings: string[] = [];
 
   ops.push(...setnsOps(spec));
+  if (isNew('time')) {
+    ops.push({ op: 'unshare', flags: CLONE.NEWTIME, origin: 'linux.namespaces (time)' });
+    const offsets = Object.entries(spec.linux?.timeOffsets ?? {}).map(([clock, o]) => `${clock} ${o.secs ?? 0} ${o.nanosecs ?? 0}\n`).join('');
+    // Offsets must be set before the first process enters the namespace: now, before clone.
+    if (offsets) ops.push({ op: 'writeFile', path: '/proc/self/timens_offsets', data: offsets, origin: 'linux.timeOffsets' });
+  }
   ops.push({ op: 'mkfifo', path: input.startFifo, mode: 0o622, origin: 'start fifo' });
   if (input.deviceFilter) ops.push({ op: 'attachDeviceFilter', ...input.deviceFilter, origin: 'linux.resources.devices' });
   ops.push({ op: 'clone', flags: cloneFlagsFor(spec), parentMode: input.parentMode, origin: 'linux.namespaces' });

@@ -68,9 +68,6 @@ export function loadBundleSpec(bundle: string): Spec {
 }
 
 function checkRuntimeSupport(spec: Spec): void {
-  if (spec.linux?.namespaces?.some((n) => n.type === 'time' && !n.path)) {
-    throw new UnimplementedError('linux.namespaces: creating a time namespace is not supported by this runtime yet; remove it or join one by path');
-  }
   if (spec.linux?.seccomp?.listenerPath) {
     throw new UnimplementedError('linux.seccomp.listenerPath: seccomp user notification is not supported by this runtime yet');
   }

@@ -190,6 +190,13 @@ export const checks: Check[] = [
       if (spec.linux?.timeOffsets && !(ns.has('time') && ns.get('time') === undefined)) {
         throw new SpecError('linux.timeOffsets', 'time offsets need a new time namespace');
       }
+      for (const [clock, o] of Object.entries(spec.linux?.timeOffsets ?? {})) {
+        const path = `linux.timeOffsets.${clock}`;
+        if (clock !== 'monotonic' && clock !== 'boottime') throw new SpecError(path, 'only the monotonic and boottime clocks can be offset');
+        if (!isObject(o) || (o.secs !== undefined && !Number.isInteger(o.secs)) || (o.nanosecs !== undefined && !(isUint32(o.nanosecs) && (o.nanosecs as number) < 1e9))) {
+          throw new SpecError(path, 'must be { secs: integer, nanosecs: 0..999999999 }');
+        }
+      }
     },
   },
   {
