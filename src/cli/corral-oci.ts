@@ -11,7 +11,7 @@ import { parseArgs, bool, int, list, str } from './args.ts';
 import type { FlagSpec, Parsed } from './args.ts';
 import { RuntimeContext } from '../oci/runtime/context.ts';
 import type { Logger } from '../oci/runtime/context.ts';
-import { create } from '../oci/runtime/create.ts';
+import { create, loadBundleSpec } from '../oci/runtime/create.ts';
 import { start } from '../oci/runtime/start.ts';
 import { kill } from '../oci/runtime/kill.ts';
 import { deleteContainer } from '../oci/runtime/delete.ts';
@@ -43,6 +43,11 @@ export interface CliIo {
   spawnExecutor?: ExecutorSpawner;
   /** Forward the usual terminal/job-control signals to the executor's launcher until the returned function is called. */
   forwardSignals(executor: Executor): () => void;
+  /**
+   * For `run` of a terminal container without --console-socket: a console socket path whose pty master
+   * the caller relays to its own stdio (the C client does; a plain Node process cannot receive fds).
+   */
+  consoleSocket?(): Promise<string>;
 }
 
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
@@ -146,7 +151,15 @@ const verbs: Record<string, Verb> = {
     const p = parseArgs(argv, [...CREATE_FLAGS, { name: 'detach', alias: ['d'], type: 'bool' }, { name: 'keep', type: 'bool' }, { name: 'no-subreaper', type: 'bool' }]);
     const id = needId(p, 'run');
     const detach = bool(p, 'detach');
-    const { executor } = await create(ctx, { ...createOpts(p, id, io), parentMode: detach ? 'exit' : 'wait' });
+    const opts = createOpts(p, id, io);
+    if (!detach && !opts.consoleSocket && loadBundleSpec(opts.bundle).process?.terminal) {
+      // Like runc run: the pty is ours to relay to this terminal.
+      if (!io.consoleSocket) {
+        throw new InvalidArgumentError('process.terminal is true: pass --console-socket, or run through bin/corral-oci (its client relays the terminal)');
+      }
+      opts.consoleSocket = await io.consoleSocket();
+    }
+    const { executor } = await create(ctx, { ...opts, parentMode: detach ? 'exit' : 'wait' });
     if (detach) {
       await start(ctx, id);
       executor.close();

@@ -14,6 +14,7 @@
  *   SYNC         bytes the executor wrote on its sync fd
  *   SYNC_EOF     the sync fd reached EOF
  *   EXITED       i32 exit code (-1 when killed), i32 signal number
+ *   CONSOLE_PATH the console socket path the client listens on (empty: it could not make one), after CONSOLE
  * server → client
  *   ACCEPT       the request was read and will run (before it, the client may retry elsewhere)
  *   STDOUT/STDERR bytes for the client's fd 1 / 2
@@ -23,6 +24,8 @@
  *   SYNC_WRITE   bytes for the executor's sync fd;   SYNC_CLOSE  close the client's sync end
  *   KILL         u32 signal for the launcher;        FORWARD     u8 1/0: forward caught signals to the launcher
  *   EXIT         i32 status: write nothing more, exit with it
+ *   CONSOLE      listen on a new console socket, answer CONSOLE_PATH; relay the pty master it receives
+ *                to the client's stdin/stdout (raw mode on a tty, window size followed)
  * Requests run concurrently; per-container serialization is the state store's (atomic mkdir on create).
  */
 import { createConnection, createServer } from 'node:net';
@@ -39,7 +42,8 @@ import type { CliIo } from './corral-oci.ts';
 
 export const FRAME = {
   REQ: 1, STDIN: 2, SPAWNED: 3, SPAWN_FAILED: 4, SYNC: 5, SYNC_EOF: 6, EXITED: 7,
-  ACCEPT: 64, STDOUT: 65, STDERR: 66, STDIN_REQ: 67, SPAWN: 68, SYNC_WRITE: 69, SYNC_CLOSE: 70, KILL: 71, FORWARD: 72, EXIT: 73,
+  CONSOLE_PATH: 8,
+  ACCEPT: 64, STDOUT: 65, STDERR: 66, STDIN_REQ: 67, SPAWN: 68, SYNC_WRITE: 69, SYNC_CLOSE: 70, KILL: 71, FORWARD: 72, EXIT: 73, CONSOLE: 74,
 } as const;
 
 /** Larger than any plan (the executor refuses > 16 MiB) plus headroom. */
@@ -98,6 +102,7 @@ class Connection {
   private req?: Request;
   private exec?: { events: ExecutorEvents; setPid(pid: number): void; syncEof(): void; decoder: StringDecoder; done: boolean };
   private stdin?: { chunks: Buffer[]; resolve(s: string): void; reject(e: Error): void; promise: Promise<string> };
+  private console?: { resolve(path: string): void; reject(e: Error): void };
   private readonly onDone: () => void;
 
   constructor(sock: Socket, onDone: () => void) {
@@ -173,6 +178,14 @@ class Connection {
       case FRAME.SYNC:
         ex?.events.data(ex.decoder.write(p));
         return;
+      case FRAME.CONSOLE_PATH: {
+        const waiting = this.console;
+        this.console = undefined;
+        if (!waiting) return;
+        if (p.length === 0) waiting.reject(new InternalError('corral-oci: the client could not create a console socket'));
+        else waiting.resolve(Buffer.from(p).toString('utf8'));
+        return;
+      }
       case FRAME.SYNC_EOF:
         ex?.syncEof();
         return;
@@ -198,6 +211,7 @@ class Connection {
       this.exec.events.error(gone);
     }
     this.stdin?.reject(gone);
+    this.console?.reject(gone);
     this.onDone();
   }
 
@@ -272,6 +286,11 @@ class Connection {
         return this.stdin.promise;
       },
       spawnExecutor: (opts) => this.spawnExecutor(opts),
+      consoleSocket: () => new Promise<string>((resolve, reject) => {
+        if (!this.connected) return reject(new InternalError('corral-oci: the client went away during the request'));
+        this.console = { resolve, reject };
+        this.send(FRAME.CONSOLE);
+      }),
       forwardSignals: () => {
         this.send(FRAME.FORWARD, Buffer.from([1]));
         return () => this.send(FRAME.FORWARD, Buffer.from([0]));

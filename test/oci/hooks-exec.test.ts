@@ -112,3 +112,20 @@ test('terminal: the pty master reaches --console-socket and the process has a co
   assert.match(got, /33 111/);
   void out;
 });
+
+test('run with a terminal and no --console-socket relays the pty to the caller\'s terminal (like runc run)', async () => {
+  const b = s.bundle(sh('tty; stty size; read x; echo got:$x; exit 3'), (sp) => {
+    sp.process!.terminal = true;
+    sp.process!.consoleSize = { height: 21, width: 77 };
+  });
+  // script(1) gives the CLI a real terminal; its stdin feeds that terminal.
+  const child = spawn('script', ['-qec', `${CORRAL_OCI} --root ${s.root} run --bundle ${b.dir} ${s.id('ttyrun')}; echo rc=$?`, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await waitFor(() => out.includes('21 77'), 15000, 'the container printed its terminal size');
+  child.stdin.write('hello\n');
+  await new Promise((r) => child.once('close', r));
+  assert.match(out, /\/dev\/pts\/\d+/);
+  assert.match(out, /got:hello/);
+  assert.match(out, /rc=3/);
+});

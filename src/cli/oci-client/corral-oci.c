@@ -28,18 +28,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 enum {
   F_REQ = 1, F_STDIN = 2, F_SPAWNED = 3, F_SPAWN_FAILED = 4, F_SYNC = 5, F_SYNC_EOF = 6, F_EXITED = 7,
+  F_CONSOLE_PATH = 8,
   F_ACCEPT = 64, F_STDOUT = 65, F_STDERR = 66, F_STDIN_REQ = 67, F_SPAWN = 68, F_SYNC_WRITE = 69,
-  F_SYNC_CLOSE = 70, F_KILL = 71, F_FORWARD = 72, F_EXIT = 73,
+  F_SYNC_CLOSE = 70, F_KILL = 71, F_FORWARD = 72, F_EXIT = 73, F_CONSOLE = 74,
 };
 #define MAX_FRAME (32u * 1024 * 1024)
 
@@ -307,7 +310,14 @@ static void on_chld(int sig) {
 static const int FORWARD_SIGS[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 #define NFORWARD (sizeof FORWARD_SIGS / sizeof FORWARD_SIGS[0])
 
+static void copy_winsize(void);
+static volatile sig_atomic_t console_master;
+
 static void on_forward(int sig) {
+  if (sig == SIGWINCH && console_master >= 0) {
+    copy_winsize(); /* the kernel signals the container's foreground group itself */
+    return;
+  }
   if (forwarding && launcher_pid > 0) kill((pid_t)launcher_pid, sig);
 }
 
@@ -425,20 +435,108 @@ static void reap(void) {
   }
 }
 
+/* ---- the console of `run` with a terminal: receive the pty master, relay it to our stdio ---- */
+
+static char console_dir[64];
+static char console_sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static int console_listen = -1;
+static volatile sig_atomic_t console_master = -1;
+static struct termios saved_tty;
+static int tty_saved;
+
+static void console_restore(void) {
+  if (tty_saved) tcsetattr(0, TCSANOW, &saved_tty);
+  tty_saved = 0;
+  if (console_listen >= 0) close(console_listen);
+  console_listen = -1;
+  if (console_sock_path[0]) unlink(console_sock_path);
+  if (console_dir[0]) rmdir(console_dir);
+  console_sock_path[0] = console_dir[0] = 0;
+}
+
+static void copy_winsize(void) {
+  struct winsize ws;
+  /* A caller without a sized terminal keeps the config's consoleSize. */
+  if (console_master >= 0 && ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row && ws.ws_col) ioctl(console_master, TIOCSWINSZ, &ws);
+}
+
+/* Server asks for a console socket: listen in a fresh private dir and say where. */
+static void console_offer(void) {
+  atexit(console_restore);
+  snprintf(console_dir, sizeof console_dir, "/tmp/corral-oci-console-XXXXXX");
+  int fd = -1;
+  if (console_listen < 0 && mkdtemp(console_dir) && (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(console_sock_path, sizeof console_sock_path, "%s/console.sock", console_dir);
+    copy(a.sun_path, sizeof a.sun_path, console_sock_path);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 1) == 0) {
+      console_listen = fd;
+      send_frame(F_CONSOLE_PATH, console_sock_path, strlen(console_sock_path), NULL, 0);
+      return;
+    }
+    close(fd);
+  }
+  console_restore();
+  send_frame(F_CONSOLE_PATH, NULL, 0, NULL, 0);
+}
+
+/* The executor connected: take the master fd it sent, put our terminal in raw mode. */
+static void console_accept(void) {
+  int c = accept4(console_listen, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return;
+  char data[16];
+  char ctl[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = {.iov_base = data, .iov_len = sizeof data};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+  ssize_t n = recvmsg(c, &m, MSG_CMSG_CLOEXEC);
+  close(c);
+  struct cmsghdr *h = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL;
+  if (!h || h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) return;
+  int master;
+  memcpy(&master, CMSG_DATA(h), sizeof master);
+  console_restore(); /* the socket is done with */
+  console_master = master;
+  if (isatty(0) && tcgetattr(0, &saved_tty) == 0) {
+    struct termios raw = saved_tty;
+    cfmakeraw(&raw);
+    if (tcsetattr(0, TCSANOW, &raw) == 0) tty_saved = 1;
+  }
+  copy_winsize();
+}
+
+/* Copy what the container wrote; at EOF/EIO (the last slave closed) stop. Returns 0 when done. */
+static int console_pump(void) {
+  char b[65536];
+  ssize_t n = read(console_master, b, sizeof b);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+  if (n <= 0) {
+    close(console_master);
+    console_master = -1;
+    return 0;
+  }
+  write_all(1, b, (size_t)n);
+  return 1;
+}
+
 /* ---- the request loop ---- */
 
 /* Returns the exit status from EXIT; -1 if the server closed before ACCEPT (the caller may retry). */
 static int run_request(void) {
   unsigned char *buf = NULL;
   size_t len = 0, cap = 0;
-  int accepted = 0, stdin_on = 0;
+  int accepted = 0, stdin_on = 0, console_stdin = 1;
   for (;;) {
-    struct pollfd pf[4];
+    struct pollfd pf[8];
     int np = 0;
     pf[np++] = (struct pollfd){.fd = conn, .events = POLLIN};
-    int i_sync = -1, i_in = -1;
+    int i_sync = -1, i_in = -1, i_cl = -1, i_cm = -1, i_cin = -1;
     if (sync_fd >= 0) i_sync = np, pf[np++] = (struct pollfd){.fd = sync_fd, .events = POLLIN};
     if (stdin_on) i_in = np, pf[np++] = (struct pollfd){.fd = 0, .events = POLLIN};
+    if (console_listen >= 0) i_cl = np, pf[np++] = (struct pollfd){.fd = console_listen, .events = POLLIN};
+    if (console_master >= 0) {
+      i_cm = np, pf[np++] = (struct pollfd){.fd = console_master, .events = POLLIN};
+      if (console_stdin) i_cin = np, pf[np++] = (struct pollfd){.fd = 0, .events = POLLIN};
+    }
     int i_chld = np;
     pf[np++] = (struct pollfd){.fd = chld_pipe[0], .events = POLLIN};
     if (poll(pf, (nfds_t)np, -1) < 0) {
@@ -446,6 +544,14 @@ static int run_request(void) {
       die("poll failed");
     }
     if (pf[i_chld].revents) reap();
+    if (i_cl >= 0 && pf[i_cl].revents) console_accept();
+    if (i_cm >= 0 && pf[i_cm].revents) console_pump();
+    if (i_cin >= 0 && pf[i_cin].revents && console_master >= 0) {
+      char b[4096];
+      ssize_t n = read(0, b, sizeof b);
+      if (n > 0) write_all(console_master, b, (size_t)n);
+      else if (n == 0 || errno != EINTR) console_stdin = 0;
+    }
     if (i_sync >= 0 && pf[i_sync].revents) {
       char b[65536];
       ssize_t n = read(sync_fd, b, sizeof b);
@@ -521,8 +627,15 @@ static int run_request(void) {
       case F_EXIT: {
         int32_t code = 1;
         if (fl >= 4) memcpy(&code, p, 4);
+        /* What the container wrote last is still in the pty: drain it before going. */
+        while (console_master >= 0) {
+          struct pollfd cp = {.fd = console_master, .events = POLLIN};
+          if (poll(&cp, 1, 200) <= 0 || !console_pump()) break;
+        }
+        console_restore();
         exit(code & 0xff);
       }
+      case F_CONSOLE: console_offer(); break;
       default: die("corral-oci server sent an unknown frame");
       }
     }
