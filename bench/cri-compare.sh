@@ -155,30 +155,36 @@ teardown() {
       [ -d "$h$cg" ] && find "$h$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
   done
-  # iptables: rules naming our subnets/networks (jumps into per-pod chains first), then the per-pod
-  # chains they pointed to, then shared CNI chains that did not exist before and now hold nothing per-pod
-  local t rule c
+  # iptables: per-pod chains of our networks (their rules carry the network name in a comment; found
+  # before anything is flushed), with the jumps into them; then any other rule naming our subnets or
+  # networks (firewall's CNI-FORWARD entries); then shared CNI chains that did not exist before and
+  # now hold nothing per-pod. Chains of other users are never touched.
+  local t rule c mine
+  mine=$(for t in nat filter; do iptables -t $t -S 2>/dev/null | awk '$1=="-A"' | grep -F -e "$CORRAL_NET" -e "$CTRD_NET" |
+    awk -v t=$t '$2 ~ /^CNI-/ && $2 !~ /^CNI-(FORWARD|ADMIN|HOSTPORT-)/ {print t "/" $2}'; done | sort -u)
+  for c in $mine; do
+    t=${c%%/*}; c=${c#*/}
+    iptables -t $t -S 2>/dev/null | awk -v c="$c" '$1=="-A" && $2!=c { for (i=1;i<=NF;i++) if ($i=="-j" && $(i+1)==c) print }' |
+      while read -r rule; do eval "iptables -t $t ${rule/-A/-D}" 2>/dev/null; done
+    iptables -t $t -F "$c" 2>/dev/null; iptables -t $t -X "$c" 2>/dev/null && log "deleted leftover chain $t/$c"
+  done
   for t in nat filter; do
     iptables -t $t -S 2>/dev/null | grep -F -e " ${CORRAL_SUBNET%.0.0/*}." -e "$CORRAL_NET" -e " ${CTRD_SUBNET%.0.0/*}." -e "$CTRD_NET" |
-      awk '$1=="-A"' | while read -r rule; do eval "iptables -t $t ${rule/-A/-D}" 2>/dev/null; done
+      awk '$1=="-A"' | while read -r rule; do eval "iptables -t $t ${rule/-A/-D}" 2>/dev/null && log "deleted leftover rule $t $rule"; done
   done
   local new
   new=$(comm -13 <(echo "$CHAINS_BEFORE") <(all_chains))
-  for c in $new; do   # per-pod chains (CNI-<hash>, CNI-DN-<hash>) now unreferenced
-    t=${c%%/*}; c=${c#*/}
-    case $c in CNI-FORWARD|CNI-ADMIN|CNI-HOSTPORT-*) continue;; esac
-    iptables -t $t -S 2>/dev/null | grep -qE -- "-j $c( |$)" && continue
-    iptables -t $t -F "$c" 2>/dev/null; iptables -t $t -X "$c" 2>/dev/null && log "deleted chain $t/$c"
-  done
   for c in $new; do   # shared chains we caused to exist, if nothing per-pod is left in them
     t=${c%%/*}; c=${c#*/}
-    case $c in CNI-FORWARD|CNI-ADMIN|CNI-HOSTPORT-*) ;; *) continue;; esac
+    case $c in CNI-FORWARD|CNI-HOSTPORT-*) ;; *) continue;; esac
     iptables -t $t -S "$c" 2>/dev/null | awk '$1=="-A"' | grep -qE -- '(-s|-d) [0-9]|-j CNI-(DN|[0-9a-f])' && continue
     iptables -t $t -S 2>/dev/null | awk -v c="$c" '$1=="-A" && $2!=c { for (i=1;i<=NF;i++) if ($i=="-j" && $(i+1)==c) print }' |
       while read -r rule; do eval "iptables -t $t ${rule/-A/-D}" 2>/dev/null; done
+    iptables -t $t -F "$c" 2>/dev/null; iptables -t $t -X "$c" 2>/dev/null && log "deleted chain $t/$c (created during this run)"
   done
-  for c in $new; do t=${c%%/*}; c=${c#*/}; case $c in CNI-FORWARD|CNI-HOSTPORT-*) iptables -t $t -F "$c" 2>/dev/null; iptables -t $t -X "$c" 2>/dev/null;; esac; done
-  for c in $new; do t=${c%%/*}; c=${c#*/}; [ "$c" = CNI-ADMIN ] && { iptables -t $t -S 2>/dev/null | grep -q -- '-j CNI-ADMIN' || iptables -t $t -X "$c" 2>/dev/null; }; done
+  for c in $new; do t=${c%%/*}; c=${c#*/}; [ "$c" = CNI-ADMIN ] || continue
+    iptables -t $t -S 2>/dev/null | grep -q -- '-j CNI-ADMIN' || { iptables -t $t -F "$c" 2>/dev/null; iptables -t $t -X "$c" 2>/dev/null; }
+  done
   local b
   for b in "$CORRAL_BRIDGE" "$CTRD_BRIDGE"; do ip link show "$b" >/dev/null 2>&1 && ip link delete "$b" && log "deleted bridge $b"; done
   [ "$(cat /proc/sys/net/ipv4/ip_forward)" = "$IP_FORWARD" ] || echo "$IP_FORWARD" > /proc/sys/net/ipv4/ip_forward
@@ -453,10 +459,10 @@ batch() { # runtime: NPODS pods, PARALLEL workers, each worker sequential runp -
       echo "ok $i $p" >> "$out"
     done
   }
-  local a b
+  local a b wpids=()
   a=$(now)
-  for ((w = 1; w <= PARALLEL; w++)); do worker "$w" & done
-  wait
+  for ((w = 1; w <= PARALLEL; w++)); do worker "$w" & wpids+=($!); done
+  wait "${wpids[@]}"   # only the workers (a bare wait would wait for the daemons too)
   b=$(now)
   ms "$a" "$b" > "$RES/$r.batch"
   grep -c '^ok' "$out" > "$RES/$r.batch_ok"
@@ -471,6 +477,14 @@ batch() { # runtime: NPODS pods, PARALLEL workers, each worker sequential runp -
   : > "$RES/$r.mon_rss"; : > "$RES/$r.mon_pss"
   for m in $mons; do rss "$m" >> "$RES/$r.mon_rss"; pss "$m" >> "$RES/$r.mon_pss"; done
   pss "$dp" > "$RES/$r.pss_daemon"
+  # other processes in the pods' cgroups than the app containers: containerd's pause, corrald's infra
+  # (corrald starts one only for pods sharing a PID namespace; these pods do not)
+  local cg h=/sys/fs/cgroup/pids q; [ "$r" = corrald ] && cg=$CG_CORRAL || cg=$CG_CTRD
+  [ -d "$h$cg" ] || h=/sys/fs/cgroup
+  : > "$RES/$r.infra_rss"
+  for q in $(find "$h$cg" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+    [ "$(tr '\0' ' ' < "/proc/$q/cmdline" 2>/dev/null)" = "sleep 3600 " ] || rss "$q" >> "$RES/$r.infra_rss"
+  done
   # teardown of the batch (timed too, same parallelism)
   a=$(now)
   local ids; ids=$(awk '$1=="ok" {print $3}' "$out")
@@ -496,7 +510,7 @@ v() { med "$RES/$1.$2"; }
 echo
 echo "# bench/cri-compare.sh  $(date -u +%FT%TZ)  $(uname -r), $(nproc) CPUs"
 echo "# corrald: $("$CORRALD" --version 2>/dev/null | head -1) (handler $CORRAL_OCI, conmon $("$CONMON" --version 2>/dev/null | head -1 | awk '{print $3}'))"
-echo "# containerd: $("$CONTAINERD" --version | awk '{print $3}') + runc $("$RUNC" --version | awk 'NR==1{print $3}') + containerd-shim-runc-v2; crictl $("$CRICTL" --version | awk '{print $3}')"
+echo "# containerd: $("$CONTAINERD" --version | awk '{print $3}') + runc $("$RUNC" --version | awk 'NR==1{print $3}') + containerd-shim-runc-v2; crictl $("$CRICTL" --version 2>/dev/null | sed "s/^crictl version //") ($CRICTL)"
 echo "# images from $REGISTRY (busybox + pause); RUNS=$RUNS (median, spread min..max), NPODS=$NPODS, PARALLEL=$PARALLEL"
 echo "# times in ms are crictl wall times (client start-up included; see the version baseline)"
 printf '%-44s %12s %12s %8s   %s\n' "step" "corrald" "containerd" "ratio" "spread corrald | containerd"
@@ -525,9 +539,12 @@ row "monitor PSS sum, KiB" KiB "$(sum "$RES/corrald.mon_pss")" "$(sum "$RES/cont
 cs=$(sum "$RES/corrald.mon_rss"); ds=$(sum "$RES/containerd.mon_rss")
 row "monitor RSS per pod (sum / $NPODS), KiB" KiB "$([ -n "$cs" ] && awk -v s="$cs" -v n="$NPODS" 'BEGIN{printf "%.0f", s/n}')" \
   "$([ -n "$ds" ] && awk -v s="$ds" -v n="$NPODS" 'BEGIN{printf "%.0f", s/n}')"
-ct=$(awk -v a="$(one "$RES/corrald.rss_daemon")" -v b="$cs" 'BEGIN{ if (a!="" && b!="") print a+b }')
-dt=$(awk -v a="$(one "$RES/containerd.rss_daemon")" -v b="$ds" 'BEGIN{ if (a!="" && b!="") print a+b }')
-row "daemon + monitors RSS with $NPODS pods, KiB" KiB "$ct" "$dt"
+row "pause/infra processes in the pods" n "$(grep -c . "$RES/corrald.infra_rss" 2>/dev/null)" "$(grep -c . "$RES/containerd.infra_rss" 2>/dev/null)"
+ci=$(sum "$RES/corrald.infra_rss"); di=$(sum "$RES/containerd.infra_rss")
+row "pause/infra RSS sum, KiB" KiB "${ci:-0}" "${di:-0}"
+ct=$(awk -v a="$(one "$RES/corrald.rss_daemon")" -v b="$cs" -v c="${ci:-0}" 'BEGIN{ if (a!="" && b!="") print a+b+c }')
+dt=$(awk -v a="$(one "$RES/containerd.rss_daemon")" -v b="$ds" -v c="${di:-0}" 'BEGIN{ if (a!="" && b!="") print a+b+c }')
+row "daemon + monitors + pause RSS, $NPODS pods, KiB" KiB "$ct" "$dt"
 if [ -s "$ERRS" ]; then
   echo
   echo "# errors (first of each kind):"
