@@ -13,7 +13,9 @@
  *               (DIR = <socket-dir>/<cuuid>) and demultiplexes its 1-byte stream prefixes onto
  *               pipes; resizes are "1 HEIGHT WIDTH\n" lines on conmon's `ctl` fifo in DIR.
  *  portForward  `corral-stream netns NETNS PORT` enters the pod's pinned network namespace and
- *               connects to localhost:PORT (host-network pods: a plain TCP connection).
+ *               connects to localhost:PORT (host-network pods: a plain TCP connection). Once the
+ *               port's side closed, the client's direction gets `portCloseGraceMs`, then the relay
+ *               is stopped (a WebSocket client cannot half-close its channel).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsc, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
@@ -48,6 +50,12 @@ export interface OciStreamingBackendOptions {
   log?: Logger;
   /** After an exec'd process exited, how long background processes still holding its output may keep writing (default 2000 ms). */
   drainMs?: number;
+  /**
+   * Port forwarding: once the port's side closed the connection, how long the client may still
+   * send before the forward ends (default 1000 ms, as containerd and CRI-O do). WebSocket clients
+   * cannot half-close a channel, so without this a forward would only end with the whole session.
+   */
+  portCloseGraceMs?: number;
 }
 
 const noop = () => {};
@@ -58,6 +66,7 @@ export class OciStreamingBackend implements StreamingBackend {
   private readonly workDir: string;
   private readonly log: Logger | undefined;
   private readonly drainMs: number;
+  private readonly portCloseGraceMs: number;
 
   constructor(options: OciStreamingBackendOptions) {
     this.targets = options.targets;
@@ -65,6 +74,7 @@ export class OciStreamingBackend implements StreamingBackend {
     this.workDir = options.workDir ?? tmpdir();
     this.log = options.log;
     this.drainMs = options.drainMs ?? 2000;
+    this.portCloseGraceMs = options.portCloseGraceMs ?? 1000;
   }
 
   async checkContainer(containerId: string): Promise<void> {
@@ -233,7 +243,7 @@ export class OciStreamingBackend implements StreamingBackend {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidArgumentError(`port ${port} is out of range 1-65535`);
     const sb = await this.targets.sandbox(sandboxId);
     if (!sb) throw new NotFoundError(`pod sandbox ${sandboxId} not found`);
-    if (!sb.netnsPath) return hostPortForward(port, stream, signal);
+    if (!sb.netnsPath) return hostPortForward(port, stream, signal, this.portCloseGraceMs);
 
     // fd 3 says "c" once the connection is made: from then on the end of the port's output is the
     // end of the stream; before that, the relay failed and its exit status + message say why
@@ -250,9 +260,18 @@ export class OciStreamingBackend implements StreamingBackend {
     child.stdin!.on('error', noop);
     stream.pipe(child.stdin!);
     child.stdout!.pipe(stream, { end: false });
+    // the port's side is done: end the stream, give the client's direction a grace period, then stop the relay
+    let portDone = false;
+    let grace: NodeJS.Timeout | undefined;
     child.stdout!.once('end', () => {
       void connected.then((ok) => {
-        if (ok && !stream.writableEnded && !stream.destroyed) stream.end();
+        if (!ok) return;
+        if (!stream.writableEnded && !stream.destroyed) stream.end();
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        grace = setTimeout(() => {
+          portDone = true;
+          child.kill('SIGKILL');
+        }, this.portCloseGraceMs);
       });
     });
     const onAbort = () => child.kill('SIGKILL');
@@ -266,13 +285,14 @@ export class OciStreamingBackend implements StreamingBackend {
       const status = await exited(child);
       await drained([child.stdout!, child.stderr!], this.drainMs);
       stream.unpipe(child.stdin!);
-      if (status.code !== 0) {
+      if (status.code !== 0 && !portDone) {
         if (signal.aborted || stream.destroyed) return;
         const text = stripPrefix(diag.text()) || `relay exited with ${status.code ?? status.signal}`;
         throw status.code === 3 ? new FailedPreconditionError(text) : new UnavailableError(text);
       }
       if (!stream.writableEnded && !stream.destroyed) stream.end();
     } finally {
+      clearTimeout(grace);
       signal.removeEventListener('abort', onAbort);
       stream.off('error', onAbort);
       stream.off('close', onStreamGone);
@@ -339,10 +359,13 @@ function drained(streams: Readable[], ms: number): Promise<void> {
   return Promise.race([Promise.all(streams.map(one)).then(noop), limit]).finally(() => clearTimeout(timer));
 }
 
-function hostPortForward(port: number, stream: Duplex, signal: AbortSignal): Promise<void> {
+function hostPortForward(port: number, stream: Duplex, signal: AbortSignal, graceMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     let connected = false;
+    let grace: NodeJS.Timeout | undefined;
+    // the port's side is done (pipe() ends the stream): the client's direction gets graceMs
+    sock.once('end', () => (grace = setTimeout(() => sock.destroy(), graceMs)));
     sock.once('connect', () => {
       connected = true;
       stream.pipe(sock);
@@ -352,6 +375,7 @@ function hostPortForward(port: number, stream: Duplex, signal: AbortSignal): Pro
       if (!connected) reject(new UnavailableError(`connect to localhost:${port}: ${e.message}`));
     });
     sock.once('close', () => {
+      clearTimeout(grace);
       stream.unpipe(sock);
       if (connected) resolve();
     });

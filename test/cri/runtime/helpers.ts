@@ -2,7 +2,13 @@
  * Shared set-up for the runtime-service suites: a registry with a busybox image, the image
  * pulled into the daemon's store, corrald spawned on temp dirs with its own bridge, subnet and
  * cgroup root, and the leak checks of everything this suite may create.
+ *
+ * `runtimeSuite()` (called inside a describe) registers the before/after hooks every suite
+ * shares: set-up + daemon start, then at the end every pod stopped and removed, the daemon
+ * stopped, `leftovers()` asserted empty and the host cleaned.
  */
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -66,10 +72,79 @@ export async function setup(): Promise<Env> {
   return { tag, dir, socket, bridge, subnetPrefix, cgroupRoot, image, reg, configFile, args };
 }
 
-export async function startDaemon(env: Env): Promise<{ d: SpawnedDaemon; rt: Client; close(): void }> {
+export interface RunningDaemon {
+  d: SpawnedDaemon;
+  rt: Client;
+  close(): void;
+}
+
+export async function startDaemon(env: Env): Promise<RunningDaemon> {
   const d = await spawnCorrald(env.args);
   const c = criClients(env.socket);
   return { d, rt: c.runtime, close: () => c.close() };
+}
+
+export interface RuntimeSuite {
+  /** Valid inside tests (set in the suite's before hook). */
+  readonly env: Env;
+  /** The running daemon; a suite that restarts corrald assigns the new one here. */
+  daemon: RunningDaemon;
+  /** The RuntimeService client of the current daemon. */
+  readonly rt: Client;
+}
+
+export interface RuntimeSuiteOptions {
+  /** Extra leak checks run after the daemon stopped (e.g. processes the suite learned the PIDs of). */
+  leftovers?: (env: Env) => string[];
+}
+
+/** Register the shared before/after hooks in the current describe; returns the suite's handles. */
+export function runtimeSuite(options: RuntimeSuiteOptions = {}): RuntimeSuite {
+  let env: Env | undefined;
+  let daemon: RunningDaemon | undefined;
+  const suite: RuntimeSuite = {
+    get env(): Env {
+      if (!env) throw new Error('runtimeSuite: env is only set once the before hook ran');
+      return env;
+    },
+    get daemon(): RunningDaemon {
+      if (!daemon) throw new Error('runtimeSuite: no daemon (the before hook failed or has not run)');
+      return daemon;
+    },
+    set daemon(d: RunningDaemon) {
+      daemon = d;
+    },
+    get rt(): Client {
+      return suite.daemon.rt;
+    },
+  };
+
+  before(async () => {
+    env = await setup();
+    daemon = await startDaemon(env);
+  });
+
+  after(async () => {
+    try {
+      if (daemon) {
+        const rt = daemon.rt;
+        const pods = await call<{ items: { id: string }[] }>(rt, 'ListPodSandbox', {}).catch(() => ({ items: [] }));
+        for (const p of pods.items) {
+          await call(rt, 'StopPodSandbox', { pod_sandbox_id: p.id }).catch(() => {});
+          await call(rt, 'RemovePodSandbox', { pod_sandbox_id: p.id }).catch(() => {});
+        }
+      }
+      daemon?.close();
+      if (daemon && daemon.d.child.exitCode === null && daemon.d.child.signalCode === null) {
+        daemon.d.child.kill('SIGTERM');
+        await daemon.d.exited;
+      }
+      if (env) assert.deepEqual([...leftovers(env), ...(options.leftovers?.(env) ?? [])], [], 'nothing of the suite is left on the host');
+    } finally {
+      if (env) await teardown(env);
+    }
+  });
+  return suite;
 }
 
 export function podConfig(env: Env, name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -116,6 +191,52 @@ export function leftovers(env: Env): string[] {
   if (links) out.push(`veths on ${env.bridge}: ${links}`);
   const ipt = spawnSync('iptables-save', [], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes(env.subnetPrefix));
   for (const l of ipt) out.push(`iptables ${l}`);
+  // Processes started for the suite (conmon, runtimes, relay helpers) name its temp dir on their command line.
+  for (const p of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(p) || Number(p) === process.pid) continue;
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+    } catch {}
+    if (cmdline.includes(env.dir)) out.push(`process ${p}: ${cmdline}`);
+  }
+  return out;
+}
+
+/** Identity of a host process: its pid plus its start time, so a reused pid is not mistaken for it. */
+export interface ProcessId {
+  pid: number;
+  start: string;
+  what: string;
+}
+
+export function processId(pid: number, what: string): ProcessId {
+  return { pid, start: procStart(pid) ?? '', what };
+}
+
+function procStart(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null; // field 22, starttime
+  } catch {
+    return null;
+  }
+}
+
+/** The processes of `ids` that are still alive (same pid, same start time), and not zombies. */
+export function stillRunning(ids: ProcessId[]): string[] {
+  const out: string[] = [];
+  for (const p of ids) {
+    if (procStart(p.pid) !== p.start) continue;
+    let state = '';
+    try {
+      const stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+      state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] ?? '';
+    } catch {
+      continue;
+    }
+    if (state !== 'Z' && state !== 'X') out.push(`process ${p.pid} (${p.what}) is still running`);
+  }
   return out;
 }
 
