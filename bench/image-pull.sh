@@ -5,15 +5,25 @@
 # Not a test: it times, it never asserts. Everything lives under one temp dir; the registry and
 # containerd are stopped by PID, mounts under the temp dir are removed, and the dir is deleted.
 #
-#   sudo bench/image-pull.sh                # 3 runs + 1 warmup each
-#   sudo RUNS=5 FILES=2000 bench/image-pull.sh
-# Env: RUNS (3), WARMUP (1), LAYERS (4 data layers), FILES (per data layer, 1000),
-#      FILE_KB (26: 4 x 1000 x 26 kB = 104 MB of incompressible data), CONTAINERD, CTR.
+# Fairness: every contender unpacks onto a tmpfs of the bench's own (corral's store, containerd's
+# root and the tar output dir), so no contender pays for the previous one's deletes (ext4 without
+# a journal makes creates right after ~4,300 deletes slow). Runs are interleaved (round-robin,
+# order rotated each round) with a settle period (sync + SETTLE seconds) before each timed run.
+# Reported per contender: median wall time and median CPU time (user+sys of the command and its
+# children; for containerd plus the daemon's own CPU, where its pull and unpack run), and the
+# ratios of the medians.
+#
+#   sudo bench/image-pull.sh                # 5 runs + 1 warmup each
+#   sudo RUNS=7 FILES=2000 bench/image-pull.sh
+# Env: RUNS (5), WARMUP (1), SETTLE (1 s), TMPFS_SIZE (4g), LAYERS (4 data layers), FILES (per data
+#      layer, 1000), FILE_KB (26: 4 x 1000 x 26 kB = 104 MB of incompressible data), CONTAINERD, CTR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 WARMUP=${WARMUP:-1}
+SETTLE=${SETTLE:-1}
+TMPFS_SIZE=${TMPFS_SIZE:-4g}
 LAYERS=${LAYERS:-4}
 FILES=${FILES:-1000}
 FILE_KB=${FILE_KB:-26}
@@ -21,7 +31,7 @@ CONTAINERD=${CONTAINERD:-/usr/bin/containerd}
 CTR=${CTR:-/usr/bin/ctr}
 CORRAL=$top/bin/corral
 NODE=$top/node_modules/.bin/node
-for t in hyperfine skopeo docker-registry "$CONTAINERD" "$CTR" busybox; do command -v "$t" >/dev/null || { echo "image-pull: missing $t (run scripts/setup.sh)" >&2; exit 1; }; done
+for t in skopeo docker-registry "$CONTAINERD" "$CTR" busybox; do command -v "$t" >/dev/null || { echo "image-pull: missing $t (run scripts/setup.sh)" >&2; exit 1; }; done
 [ -x "$CORRAL" ] || { echo "image-pull: no bin/corral (run scripts/setup.sh)" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/corral-bench-pull.XXXXXX)
@@ -90,11 +100,16 @@ UNBYTES=$(du -sb "$L" | cut -f1)
 rm -rf "$L"
 echo "image-pull: $REF: $((LAYERS + 1)) layers, $NFILES entries, $((UNBYTES / 1000000)) MB unpacked, $((BYTES / 1000000)) MB compressed" >&2
 
+# ---- the bench's own tmpfs: every contender's output lives here ------------------------------
+T=$W/tmpfs
+mkdir -p "$T"
+mount -t tmpfs -o "size=$TMPFS_SIZE,mode=0755" corral-bench-tmpfs "$T"
+
 # ---- private containerd 1.6 (no CRI plugin) -----------------------------------------------
-mkdir -p "$W/ctd/root" "$W/ctd/state"
+mkdir -p "$T/ctd-root" "$W/ctd/state"
 cat > "$W/ctd/config.toml" <<EOF
 version = 2
-root = "$W/ctd/root"
+root = "$T/ctd-root"
 state = "$W/ctd/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
@@ -111,21 +126,63 @@ for _ in $(seq 100); do "$CTR" -a "$W/ctd/containerd.sock" version >/dev/null 2>
 CT="$CTR -a $W/ctd/containerd.sock -n bench"
 
 # ---- the runs ------------------------------------------------------------------------------
-mkdir -p "$W/tarout"
+TCK=$(getconf CLK_TCK)
+daemon_cpu() { awk -v t="$TCK" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$CTD_PID/stat"; }
 # layers are applied in order, as both runtimes do (0..LAYERS)
-untar="for i in \$(seq 0 $LAYERS); do tar --numeric-owner -xzf $W/l\$i.tar.gz -C $W/tarout; done"
-hyperfine --runs "$RUNS" --warmup "$WARMUP" --export-json "$W/results.json" --style basic \
-  --command-name corral --prepare "rm -rf $W/corral" "$CORRAL --root $W/corral --insecure-registry $HOST pull -q $REF" \
-  --command-name containerd --prepare "$CT images rm --sync $REF >/dev/null 2>&1 || true" "$CT images pull --plain-http $REF >/dev/null" \
-  --command-name 'tar -xzf' --prepare "rm -rf $W/tarout && mkdir $W/tarout" "bash -c '$untar'" >&2
+untar="for i in \$(seq 0 $LAYERS); do tar --numeric-owner -xzf $W/l\$i.tar.gz -C $T/tarout; done"
+prepare() {
+  case $1 in
+    corral) rm -rf "$T/corral" ;;
+    containerd) $CT images rm --sync "$REF" >/dev/null 2>&1 || true ;;
+    tar) rm -rf "$T/tarout" && mkdir "$T/tarout" ;;
+  esac
+}
+cmd() {
+  case $1 in
+    corral) echo "$CORRAL --root $T/corral --insecure-registry $HOST pull -q $REF >/dev/null" ;;
+    containerd) echo "$CT images pull --plain-http $REF >/dev/null" ;;
+    tar) echo "$untar" ;;
+  esac
+}
+# one timed run: prints "wall cpu" (seconds)
+timed() {
+  local name=$1 d0 d1 out
+  prepare "$name"; sync; sleep "$SETTLE"
+  d0=$(daemon_cpu)
+  /usr/bin/time -f '%e %U %S' -o "$W/time.out" bash -c "$(cmd "$name")"
+  d1=$(daemon_cpu)
+  read -r e u s < "$W/time.out"
+  if [ "$name" = containerd ]; then
+    awk -v e="$e" -v u="$u" -v s="$s" -v a="$d0" -v b="$d1" 'BEGIN { printf "%.3f %.3f\n", e, u + s + b - a }'
+  else
+    awk -v e="$e" -v u="$u" -v s="$s" 'BEGIN { printf "%.3f %.3f\n", e, u + s }'
+  fi
+}
+names=(corral containerd tar)
+: > "$W/results.txt"
+for round in $(seq 1 $((WARMUP + RUNS))); do
+  for k in 0 1 2; do
+    name=${names[$(( (k + round) % 3 ))]}
+    r=$(timed "$name")
+    if [ "$round" -gt "$WARMUP" ]; then echo "$name $r" >> "$W/results.txt"; tag=run; else tag=warmup; fi
+    echo "image-pull: $tag $round $name: wall/cpu $r s" >&2
+  done
+done
 
 "$NODE" -e '
-const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).results;
-const [mb, bytes, un] = [Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4])];
-const by = Object.fromEntries(r.map((x) => [x.command, x]));
-const line = (n) => { const x = by[n]; return `${n.padEnd(11)} mean ${x.mean.toFixed(2)} s ± ${x.stddev?.toFixed(2) ?? "0"}  (min ${x.min.toFixed(2)}, max ${x.max.toFixed(2)})  ${(un / 1e6 / x.mean).toFixed(0)} MB/s unpacked, ${(bytes / 1e6 / x.mean).toFixed(0)} MB/s compressed`; };
-console.log(`image: ${mb} entries, ${(un / 1e6).toFixed(0)} MB unpacked, ${(bytes / 1e6).toFixed(0)} MB compressed`);
-for (const n of ["corral", "containerd", "tar -xzf"]) console.log(line(n));
-console.log(`ratio corral / containerd (pull + unpack): ${(by.corral.mean / by.containerd.mean).toFixed(2)}`);
-console.log(`ratio corral / tar -xzf (corral includes download, verify, snapshot bookkeeping): ${(by.corral.mean / by["tar -xzf"].mean).toFixed(2)}`);
-' "$W/results.json" "$NFILES" "$BYTES" "$UNBYTES"
+const fs = require("fs");
+const rows = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => l.split(" "));
+const [entries, bytes, un] = [Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4])];
+const med = (a) => { const s = [...a].sort((x, y) => x - y); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const by = {};
+for (const [n, w, c] of rows) (by[n] ??= { wall: [], cpu: [] }), by[n].wall.push(Number(w)), by[n].cpu.push(Number(c));
+const m = Object.fromEntries(Object.entries(by).map(([n, x]) => [n, { wall: med(x.wall), cpu: med(x.cpu), min: Math.min(...x.wall), max: Math.max(...x.wall), runs: x.wall.length }]));
+console.log(`image: ${entries} entries, ${(un / 1e6).toFixed(0)} MB unpacked, ${(bytes / 1e6).toFixed(0)} MB compressed; output on tmpfs, interleaved runs`);
+for (const n of ["corral", "containerd", "tar"]) {
+  const x = m[n];
+  console.log(`${(n === "tar" ? "tar -xzf" : n).padEnd(11)} median wall ${x.wall.toFixed(2)} s (min ${x.min.toFixed(2)}, max ${x.max.toFixed(2)}, ${x.runs} runs)  median cpu ${x.cpu.toFixed(2)} s  ${(un / 1e6 / x.wall).toFixed(0)} MB/s unpacked`);
+}
+const r = (a, b, k) => (m[a][k] / m[b][k]).toFixed(2);
+console.log(`ratio of medians corral / containerd: wall ${r("corral", "containerd", "wall")}, cpu ${r("corral", "containerd", "cpu")}`);
+console.log(`ratio of medians corral / tar -xzf:   wall ${r("corral", "tar", "wall")}, cpu ${r("corral", "tar", "cpu")}  (corral includes download, verify, snapshot bookkeeping)`);
+' "$W/results.txt" "$NFILES" "$BYTES" "$UNBYTES"

@@ -4,7 +4,7 @@
  * and containerd.io/gc.ref.snapshot.<snapshotter> (→ snapshot), snapshot parents.
  */
 import type { ContentStore } from './content/store.ts';
-import { GC_REF_CONTENT, GC_REF_SNAPSHOT, type MetadataDB } from './metadata/db.ts';
+import { GC_REF_CONTENT, GC_REF_SNAPSHOT, LABEL_LEASE_EXPIRE, type MetadataDB } from './metadata/db.ts';
 import type { Snapshotter } from './snapshot/snapshotter.ts';
 
 export interface GcResult {
@@ -14,6 +14,10 @@ export interface GcResult {
 }
 
 export async function collectGarbage(db: MetadataDB, content: ContentStore, snap: Snapshotter): Promise<GcResult> {
+  for (const l of db.listLeases()) {
+    const exp = l.labels[LABEL_LEASE_EXPIRE];
+    if (exp !== undefined && Date.parse(exp) <= Date.now()) db.deleteLease(l.id);
+  }
   const contents = new Map(db.listContent().map((c) => [c.digest, c]));
   const snaps = new Map(db.listSnapshots().map((s) => [s.key, s]));
   const liveContent = new Set<string>();

@@ -15,7 +15,8 @@ import {
   hostPlatform, isIndex, isManifest, layerKind, platformMatches, formatPlatform,
   type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform,
 } from './media.ts';
-import { GC_REF_CONTENT, GC_REF_SNAPSHOT, LABEL_UNCOMPRESSED, LABEL_UNPACKING, MetadataDB, type ImageRecord } from './metadata/db.ts';
+import { GC_REF_CONTENT, GC_REF_SNAPSHOT, LABEL_LEASE_EXPIRE, LABEL_UNCOMPRESSED, LABEL_UNPACKING, MetadataDB, type ImageRecord } from './metadata/db.ts';
+import { StoreLock } from './metadata/lock.ts';
 import { formatReference, parseReference, familiarName, type Reference } from './reference.ts';
 import { loadDockerConfig, registryKey, type AuthConfig } from './registry/auth.ts';
 import { RegistryClient } from './registry/client.ts';
@@ -40,6 +41,20 @@ export interface ImageServiceOptions {
   noProgressTimeoutMs?: number;
   /** Ingests older than this are dropped on start (default 24 h); younger ones are resumed. */
   staleIngestMs?: number;
+  /**
+   * How long an operation waits for the store lock another process holds (default 10 min);
+   * then it fails with UNAVAILABLE naming the holder's pid.
+   */
+  lockTimeoutMs?: number;
+  /** Called when an operation starts waiting for another process's store lock. */
+  onLockWait?: (holderPid: string) => void;
+  /**
+   * Non-distributable ("foreign") layers, whose descriptors may carry `urls`. "urls" (the
+   * default, containerd's behaviour): fetch from the descriptor's http(s) URLs first, without
+   * the registry's credentials, then from the registry; the digest is verified either way.
+   * "registry": never contact the URLs, only the registry (a clear NOT_FOUND if it lacks the blob).
+   */
+  foreignLayers?: 'urls' | 'registry';
 }
 
 export type PullEvent =
@@ -97,12 +112,15 @@ export class ImageService {
   readonly client: RegistryClient;
   readonly platform: Platform;
   readonly opts: ImageServiceOptions;
+  /** Cross-process lock held by every operation that changes the store. */
+  readonly lock: StoreLock;
   #blobJobs = new Map<string, Promise<void>>();
   #unpackJobs = new Map<string, Promise<void>>();
   #pullJobs = new Map<string, Promise<ImageInfo>>();
 
-  private constructor(opts: ImageServiceOptions, db: MetadataDB, content: ContentStore, snap: Snapshotter, client: RegistryClient) {
+  private constructor(opts: ImageServiceOptions, db: MetadataDB, content: ContentStore, snap: Snapshotter, client: RegistryClient, lock: StoreLock) {
     this.opts = opts;
+    this.lock = lock;
     this.root = opts.root;
     this.db = db;
     this.content = content;
@@ -113,7 +131,23 @@ export class ImageService {
 
   static async open(opts: ImageServiceOptions): Promise<ImageService> {
     await fsp.mkdir(opts.root, { recursive: true });
-    const db = new MetadataDB(join(opts.root, 'meta.db'));
+    const lock = new StoreLock(join(opts.root, 'store.lock'), { timeoutMs: opts.lockTimeoutMs, onWait: opts.onLockWait });
+    let db: MetadataDB | undefined;
+    try {
+      // the schema set-up and the switch to WAL happen under the lock too (another process's
+      // first open may be doing the same)
+      return await lock.with(async () => {
+        db = new MetadataDB(join(opts.root, 'meta.db'));
+        return ImageService.#open(opts, db, lock);
+      });
+    } catch (e) {
+      db?.close();
+      lock.close();
+      throw e;
+    }
+  }
+
+  static async #open(opts: ImageServiceOptions, db: MetadataDB, lock: StoreLock): Promise<ImageService> {
     const content = new ContentStore(join(opts.root, 'content'));
     await content.init();
     let kind = opts.snapshotter ?? 'auto';
@@ -123,7 +157,6 @@ export class ImageService {
     if (kind === 'auto') kind = overlaySupported(join(opts.root, 'snapshots')) ? 'overlayfs' : 'native';
     const snapRoot = join(opts.root, 'snapshots', kind);
     if (prev?.value && prev.value !== kind) {
-      db.close();
       throw new FailedPreconditionError(`image store ${opts.root} was created with the ${prev.value} snapshotter; open it with that one (requested ${kind})`);
     }
     db.db.prepare(`INSERT OR REPLACE INTO meta(key, value) VALUES ('snapshotter', ?)`).run(kind);
@@ -134,13 +167,19 @@ export class ImageService {
       hosts: opts.hosts, concurrency: opts.concurrency, retries: opts.retries, backoffMs: opts.backoffMs,
       noProgressTimeoutMs: opts.noProgressTimeoutMs, credentials: (r) => auths.get(registryKey(r)),
     });
-    const svc = new ImageService(opts, db, content, snap, client);
+    const svc = new ImageService(opts, db, content, snap, client, lock);
     await svc.reconcile();
     return svc;
   }
 
   close(): void {
+    this.lock.close();
     this.db.close();
+  }
+
+  /** Run fn holding the cross-process store lock (for callers that change the store, e.g. imports). */
+  withStoreLock<T>(fn: () => Promise<T>): Promise<T> {
+    return this.lock.with(fn);
   }
 
   /**
@@ -148,7 +187,11 @@ export class ImageService {
    * snapshot dirs and blobs without records, records without blobs, stale ingests and the
    * leases of pulls that died.
    */
-  async reconcile(): Promise<{ snapshots: number; blobs: number; ingests: number; records: number }> {
+  reconcile(): Promise<{ snapshots: number; blobs: number; ingests: number; records: number }> {
+    return this.lock.with(() => this.#reconcile());
+  }
+
+  async #reconcile(): Promise<{ snapshots: number; blobs: number; ingests: number; records: number }> {
     const out = { snapshots: 0, blobs: 0, ingests: 0, records: 0 };
     for (const l of this.db.listLeases()) if (l.labels['corral.io/pull'] === 'true') this.db.deleteLease(l.id);
     for (const s of this.db.listSnapshots().reverse()) {
@@ -199,7 +242,7 @@ export class ImageService {
     // Two concurrent pulls of the same image share one job (and its progress).
     const existing = this.#pullJobs.get(key);
     if (existing) return existing;
-    const job = this.#pull(ref, name, platform, opts).finally(() => this.#pullJobs.delete(key));
+    const job = this.lock.with(() => this.#pull(ref, name, platform, opts)).finally(() => this.#pullJobs.delete(key));
     this.#pullJobs.set(key, job);
     return job;
   }
@@ -282,7 +325,11 @@ export class ImageService {
    * store (written there by an archive import): unpack its layers for the platform and give it
    * `names` (fully qualified references; repo@digest names are added for tagged ones).
    */
-  async registerImage(names: string[], top: Descriptor, opts: { platform?: Platform; onProgress?: (e: PullEvent) => void } = {}): Promise<ImageInfo> {
+  registerImage(names: string[], top: Descriptor, opts: { platform?: Platform; onProgress?: (e: PullEvent) => void } = {}): Promise<ImageInfo> {
+    return this.lock.with(() => this.#registerImage(names, top, opts));
+  }
+
+  async #registerImage(names: string[], top: Descriptor, opts: { platform?: Platform; onProgress?: (e: PullEvent) => void }): Promise<ImageInfo> {
     const emit = opts.onProgress ?? (() => {});
     const platform = opts.platform ?? this.platform;
     if (!names.length) throw new InvalidArgumentError(`image ${top.digest} has no name to record it under`);
@@ -357,15 +404,38 @@ export class ImageService {
         .withLock(desc.digest, async () => {
           if (!(await this.content.has(desc.digest))) {
             const w = await this.content.writer(`pull-${desc.digest}`, { digest: desc.digest, size: desc.size });
+            const onProgress = (done: number, total: number) => emit({ type: 'progress', digest: desc.digest, done, total });
+            const foreign = layerKind(desc.mediaType)?.nonDistributable === true;
+            const useUrls = foreign && (this.opts.foreignLayers ?? 'urls') === 'urls' && (desc.urls ?? []).some((u) => /^https?:\/\//i.test(u));
             try {
-              await this.client.fetchBlob(ref, desc, w, { ...ro, onProgress: (done, total) => emit({ type: 'progress', digest: desc.digest, done, total }) });
-            } catch (e) {
-              await w.close();
-              if (e instanceof InvalidArgumentError) await this.content.abort(`pull-${desc.digest}`); // bad data is never resumed
-              const k = layerKind(desc.mediaType);
-              if (k?.nonDistributable && e instanceof NotFoundError) {
-                throw new NotFoundError(`non-distributable layer ${desc.digest} is not available from the registry${desc.urls?.length ? ` (its URLs: ${desc.urls.join(', ')})` : ''}; import it with the image archive`, { cause: e });
+              let urlError: unknown;
+              let done = false;
+              if (useUrls) {
+                // containerd's order: the descriptor's URLs first, then the registry
+                try {
+                  await this.client.fetchBlobFromUrls(desc, w, { onProgress });
+                  done = true;
+                } catch (e) {
+                  if (e instanceof InvalidArgumentError) throw e;
+                  urlError = e;
+                }
               }
+              if (!done) {
+                try {
+                  await this.client.fetchBlob(ref, desc, w, { ...ro, onProgress });
+                } catch (e) {
+                  if (foreign && e instanceof NotFoundError) {
+                    const how = useUrls ? `nor from its URLs (${(urlError as Error)?.message})` : desc.urls?.length ? `and its URLs (${desc.urls.join(', ')}) are not used (foreignLayers: "registry")` : 'and it has no URLs';
+                    throw new NotFoundError(`non-distributable layer ${desc.digest} is not available from the registry ${how}; import the image from an archive that contains it`, { cause: e });
+                  }
+                  throw e;
+                }
+              }
+            } catch (e) {
+              const nothing = w.offset === 0;
+              await w.close();
+              // bad data is never resumed; an ingest that got no byte has nothing to resume
+              if (e instanceof InvalidArgumentError || nothing) await this.content.abort(`pull-${desc.digest}`);
               throw e;
             }
           }
@@ -465,9 +535,9 @@ export class ImageService {
   #records(refOrId: string): ImageRecord[] {
     const s = refOrId.trim();
     // image ID (config digest), possibly abbreviated
-    const idLike = /^(sha256:)?[0-9a-f]{6,64}$/.test(s);
+    const idLike = /^(sha256:)?[0-9a-f]{6,64}$/.test(s) || /^sha512:[0-9a-f]{6,128}$/.test(s);
     if (idLike) {
-      const want = s.startsWith('sha256:') ? s : `sha256:${s}`;
+      const want = s.startsWith('sha256:') || s.startsWith('sha512:') ? s : `sha256:${s}`;
       const hits = this.db.listImages().filter((r) => {
         const id = this.#configDigest(r);
         return id?.startsWith(want) || r.digest.startsWith(want);
@@ -565,7 +635,11 @@ export class ImageService {
    * Remove an image by name, or every name of an image given by ID/digest. Refused while a
    * container's snapshot stands on it (remove the container first). Then collects garbage.
    */
-  async remove(refOrId: string, opts: { gc?: boolean } = {}): Promise<{ untagged: string[]; gc?: GcResult }> {
+  remove(refOrId: string, opts: { gc?: boolean } = {}): Promise<{ untagged: string[]; gc?: GcResult }> {
+    return this.lock.with(() => this.#remove(refOrId, opts));
+  }
+
+  async #remove(refOrId: string, opts: { gc?: boolean }): Promise<{ untagged: string[]; gc?: GcResult }> {
     const recs = this.#records(refOrId);
     const info = this.#info(recs[0]!);
     const remaining = info.names.filter((n) => !recs.some((r) => r.name === n) && !n.includes('@'));
@@ -587,7 +661,11 @@ export class ImageService {
   }
 
   /** Remove every image no container uses (all=true), then collect garbage. */
-  async prune(opts: { all?: boolean } = {}): Promise<{ removed: string[]; gc: GcResult }> {
+  prune(opts: { all?: boolean } = {}): Promise<{ removed: string[]; gc: GcResult }> {
+    return this.lock.with(() => this.#prune(opts));
+  }
+
+  async #prune(opts: { all?: boolean }): Promise<{ removed: string[]; gc: GcResult }> {
     const removed: string[] = [];
     if (opts.all) {
       for (const r of this.db.listImages()) {
@@ -602,7 +680,47 @@ export class ImageService {
   }
 
   gc(): Promise<GcResult> {
-    return collectGarbage(this.db, this.content, this.snapshotter);
+    return this.lock.with(() => collectGarbage(this.db, this.content, this.snapshotter));
+  }
+
+  // ---------------------------------------------------------------------------- leases
+
+  /**
+   * A lease (containerd's model): content, snapshots and images added to it survive garbage
+   * collection until it is released, whatever references them. Leases other than a pull's
+   * own survive restarts; `expiresAt` (ms since the epoch) makes gc ignore and drop it after.
+   */
+  createLease(opts: { id?: string; labels?: Record<string, string>; expiresAt?: number } = {}): string {
+    const id = opts.id ?? `lease-${randomBytes(8).toString('hex')}`;
+    if (id.startsWith('pull-') || id.startsWith('import-')) throw new InvalidArgumentError(`lease id "${id}": the pull- and import- prefixes are reserved`);
+    const labels = { ...(opts.labels ?? {}) };
+    if (labels['corral.io/pull'] !== undefined) throw new InvalidArgumentError('the corral.io/pull lease label is reserved');
+    if (opts.expiresAt !== undefined) labels[LABEL_LEASE_EXPIRE] = new Date(opts.expiresAt).toISOString();
+    if (this.db.listLeases().some((l) => l.id === id)) throw new FailedPreconditionError(`lease "${id}" already exists`);
+    this.db.createLease(id, labels);
+    return id;
+  }
+
+  /** Add a resource to a lease: content by digest, a snapshot by key, or an image by name. */
+  addLeaseResource(id: string, type: 'content' | 'snapshot' | 'image', ref: string): void {
+    if (!this.db.listLeases().some((l) => l.id === id)) throw new NotFoundError(`lease "${id}" does not exist`);
+    if (type === 'content') parseDigest(ref);
+    if (type === 'image') ref = formatReference(parseReference(ref));
+    this.db.addLeaseResource(id, type, ref);
+  }
+
+  listLeases(): Array<{ id: string; createdAt: number; labels: Record<string, string>; resources: Array<{ type: string; ref: string }> }> {
+    const res = this.db.leaseResources();
+    return this.db.listLeases().map((l) => ({ ...l, resources: res.filter((r) => r.leaseId === l.id).map(({ type, ref }) => ({ type, ref })) }));
+  }
+
+  /** Release a lease; what only it held is collected (unless gc: false). */
+  releaseLease(id: string, opts: { gc?: boolean } = {}): Promise<GcResult | undefined> {
+    return this.lock.with(async () => {
+      if (!this.db.listLeases().some((l) => l.id === id)) throw new NotFoundError(`lease "${id}" does not exist`);
+      this.db.deleteLease(id);
+      return opts.gc === false ? undefined : collectGarbage(this.db, this.content, this.snapshotter);
+    });
   }
 
   /** system df: what images, content and snapshots take. */
@@ -616,7 +734,12 @@ export class ImageService {
   // ------------------------------------------------------------------------------ push
 
   /** Push a local image (all its content) to `target` (default: its own name). */
-  async push(source: string, opts: { target?: string; auth?: AuthConfig } = {}): Promise<string> {
+  push(source: string, opts: { target?: string; auth?: AuthConfig } = {}): Promise<string> {
+    // under the store lock: another process's gc must not delete what is being uploaded
+    return this.lock.with(() => this.#push(source, opts));
+  }
+
+  async #push(source: string, opts: { target?: string; auth?: AuthConfig }): Promise<string> {
     const rec = this.#records(source)[0]!;
     const ref = parseReference(opts.target ?? rec.name);
     const ro = { auth: opts.auth };
@@ -627,7 +750,10 @@ export class ImageService {
         for (const m of idx.manifests) if (await this.content.has(m.digest)) await pushManifestTree(m);
       } else {
         const m = JSON.parse(data.toString()) as ImageManifest;
-        await Promise.all([m.config, ...m.layers].map((b) => this.client.pushBlob(ref, b, () => this.content.readStream(b.digest), ro)));
+        // non-distributable layers are not uploaded (containerd's default): the registry's
+        // manifest refers to them by their URLs
+        const blobs = [m.config, ...m.layers.filter((l) => !layerKind(l.mediaType)?.nonDistributable)];
+        await Promise.all(blobs.map((b) => this.client.pushBlob(ref, b, () => this.content.readStream(b.digest), ro)));
       }
       await this.client.pushManifest(ref, desc.digest, desc.mediaType, data, ro);
     };

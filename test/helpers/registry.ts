@@ -22,6 +22,22 @@ export interface RegistryOptions {
   basicAuth?: Record<string, string>;
   /** Bearer token auth with these users (token server started alongside). */
   tokenAuth?: Record<string, string>;
+  /**
+   * OAuth2 refresh tokens the token server accepts (token → user), exchanged by POST with
+   * grant_type=refresh_token as the distribution token spec describes (tokenAuth only).
+   */
+  refreshTokens?: Record<string, string>;
+  /** Regexps of URLs allowed in non-distributable layer descriptors (validation.manifests.urls.allow). */
+  allowLayerUrls?: string[];
+}
+
+export interface TokenRequest {
+  method: string;
+  grantType?: string;
+  user: string;
+  /** Whether the request carried basic credentials / a refresh token. */
+  basic: boolean;
+  refreshToken?: string;
 }
 
 export interface TestRegistry {
@@ -35,6 +51,8 @@ export interface TestRegistry {
   caCertPath?: string;
   /** Number of token requests the token server answered (tokenAuth only). */
   tokenRequests: () => number;
+  /** Every answered or refused token request, in order (tokenAuth only). */
+  tokenLog: () => TokenRequest[];
   stop(): Promise<void>;
 }
 
@@ -78,18 +96,40 @@ interface TokenServer {
   url: string;
   server: Server;
   requests: number;
+  log: TokenRequest[];
 }
 
-async function startTokenServer(dir: string, users: Record<string, string>, service: string, issuer: string): Promise<TokenServer> {
+async function startTokenServer(dir: string, users: Record<string, string>, service: string, issuer: string, refreshTokens: Record<string, string> = {}): Promise<TokenServer> {
   openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'token.key', '-out', 'token.crt', '-days', '2', '-subj', '/CN=corral-token-issuer'], dir);
   const key = readFileSync(join(dir, 'token.key'), 'utf8');
   const certDer = new X509Certificate(readFileSync(join(dir, 'token.crt'))).raw;
-  const ts: TokenServer = { url: '', server: undefined as unknown as Server, requests: 0 };
-  ts.server = createHttpServer((req, res) => {
+  const ts: TokenServer = { url: '', server: undefined as unknown as Server, requests: 0, log: [] };
+  const answer = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, form: URLSearchParams | undefined) => {
     const u = new URL(req.url ?? '/', 'http://x');
     const h = req.headers.authorization;
     let user = '';
-    if (h?.startsWith('Basic ')) {
+    // GET: query parameters and optional basic auth. POST (OAuth2): a form with grant_type
+    // refresh_token (refresh_token) or password (username, password), scope space-separated.
+    const params = form ?? u.searchParams;
+    const entry: TokenRequest = { method: req.method ?? 'GET', user: '', basic: false };
+    ts.log.push(entry);
+    if (form) {
+      entry.grantType = form.get('grant_type') ?? '';
+      if (entry.grantType === 'refresh_token') {
+        const rt = form.get('refresh_token') ?? '';
+        entry.refreshToken = rt;
+        if (!refreshTokens[rt]) return void res.writeHead(401, { 'Content-Type': 'application/json' }).end('{"error":"invalid_grant"}');
+        user = refreshTokens[rt]!;
+      } else if (entry.grantType === 'password') {
+        const n = form.get('username') ?? '';
+        if (users[n] === undefined || users[n] !== form.get('password')) return void res.writeHead(401).end('{"error":"invalid_grant"}');
+        user = n;
+      } else {
+        return void res.writeHead(400, { 'Content-Type': 'application/json' }).end('{"error":"unsupported_grant_type"}');
+      }
+      if (!form.get('client_id')) return void res.writeHead(400).end('{"error":"invalid_request","error_description":"client_id is required"}');
+    } else if (h?.startsWith('Basic ')) {
+      entry.basic = true;
       const [n, p] = Buffer.from(h.slice(6), 'base64').toString().split(':');
       if (users[n!] !== p) {
         res.writeHead(401).end('{"error":"bad credentials"}');
@@ -97,19 +137,30 @@ async function startTokenServer(dir: string, users: Record<string, string>, serv
       }
       user = n!;
     }
+    entry.user = user;
     ts.requests++;
-    const access = u.searchParams.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean).map((s) => {
+    const access = params.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean).map((s) => {
       const [type, ...rest] = s.split(':');
       const actions = rest.pop()!.split(',');
       return { type, name: rest.join(':'), actions: user ? actions : [] };
     });
     const now = Math.floor(Date.now() / 1000);
     const header = { typ: 'JWT', alg: 'RS256', x5c: [certDer.toString('base64')] };
-    const claims = { iss: issuer, sub: user, aud: u.searchParams.get('service') ?? service, exp: now + 300, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access };
+    const claims = { iss: issuer, sub: user, aud: params.get('service') ?? service, exp: now + 300, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access };
     const signing = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     const sig = createSign('RSA-SHA256').update(signing).sign(key);
     const token = `${signing}.${b64url(sig)}`;
-    res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() }));
+    const body = form ? { access_token: token, expires_in: 300, scope: params.getAll('scope').join(' '), issued_at: new Date().toISOString() } : { token, access_token: token, expires_in: 300, issued_at: new Date().toISOString() };
+    res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
+  };
+  ts.server = createHttpServer((req, res) => {
+    if (req.method !== 'POST') return answer(req, res, undefined);
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => {
+      if (!String(req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) return void res.writeHead(400).end('{"error":"invalid_request"}');
+      answer(req, res, new URLSearchParams(Buffer.concat(parts).toString()));
+    });
   });
   await new Promise<void>((r) => ts.server.listen(0, '127.0.0.1', r));
   const a = ts.server.address();
@@ -134,9 +185,10 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     writeFileSync(join(dir, 'htpasswd'), Object.entries(opts.basicAuth).map(([u, p]) => htpasswdLine(u, p)).join('\n') + '\n');
     lines.push('auth:', '  htpasswd:', '    realm: corral-test', `    path: ${dir}/htpasswd`);
   } else if (opts.tokenAuth) {
-    token = await startTokenServer(dir, opts.tokenAuth, 'corral-registry', 'corral-token-issuer');
+    token = await startTokenServer(dir, opts.tokenAuth, 'corral-registry', 'corral-token-issuer', opts.refreshTokens);
     lines.push('auth:', '  token:', `    realm: ${token.url}`, '    service: corral-registry', '    issuer: corral-token-issuer', `    rootcertbundle: ${dir}/token.crt`);
   }
+  if (opts.allowLayerUrls) lines.push('validation:', '  manifests:', '    urls:', '      allow:', ...opts.allowLayerUrls.map((r) => `        - '${r}'`));
   writeFileSync(join(dir, 'config.yml'), lines.join('\n') + '\n');
   const proc: ChildProcess = spawn('/usr/bin/docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, OTEL_TRACES_EXPORTER: 'none' } });
   let stderr = '';
@@ -175,7 +227,7 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
     }
     await sleep(50);
   }
-  return { host: `127.0.0.1:${port}`, port, url, dir, pid: proc.pid!, caCert, caCertPath, tokenRequests: () => token?.requests ?? 0, stop };
+  return { host: `127.0.0.1:${port}`, port, url, dir, pid: proc.pid!, caCert, caCertPath, tokenRequests: () => token?.requests ?? 0, tokenLog: () => [...(token?.log ?? [])], stop };
 }
 
 /** Whether a process is still alive (for leak checks). */

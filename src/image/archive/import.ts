@@ -47,7 +47,13 @@ const bareTag = /^[\w][\w.-]{0,127}$/;
  * Import from a path (a tar file, compressed or not, or an OCI layout directory) or a stream
  * (a tar on stdin).
  */
-export async function importImages(svc: ImageService, source: string | AsyncIterable<Buffer>, opts: ImportOptions = {}): Promise<ImportResult> {
+export function importImages(svc: ImageService, source: string | AsyncIterable<Buffer>, opts: ImportOptions = {}): Promise<ImportResult> {
+  // the blobs an import writes have no records until the image is registered: keep other
+  // processes' reconcile and gc away meanwhile
+  return svc.withStoreLock(() => importLocked(svc, source, opts));
+}
+
+async function importLocked(svc: ImageService, source: string | AsyncIterable<Buffer>, opts: ImportOptions): Promise<ImportResult> {
   let files: ArchiveFiles;
   let where: string;
   if (typeof source === 'string') {

@@ -42,6 +42,8 @@ export const GC_REF_SNAPSHOT = 'containerd.io/gc.ref.snapshot.';
 export const LABEL_UNCOMPRESSED = 'containerd.io/uncompressed';
 /** On a snapshot while a layer is being unpacked into it; such snapshots are removed on start. */
 export const LABEL_UNPACKING = 'corral.io/unpacking';
+/** On a lease: when it expires (RFC 3339); gc drops expired leases first (containerd's label). */
+export const LABEL_LEASE_EXPIRE = 'containerd.io/gc.expire';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -229,64 +229,97 @@ export class RegistryClient {
   async fetchBlob(ref: Reference, desc: Descriptor, w: ContentWriter, ro: RequestOptions & { onProgress?: (done: number, total: number) => void } = {}): Promise<string> {
     const scope = `repository:${ref.path}:pull`;
     return this.#sem.run(() =>
-      this.#withEndpoints(ref.domain, 'pull', `fetch blob ${desc.digest}`, async (ep) => {
-        const retries = this.opts.retries ?? 4;
-        let failures = 0;
-        for (;;) {
-          const start = w.offset;
-          try {
-            if (start < desc.size || desc.size === 0) {
-              const headers: Record<string, string> = {};
-              if (start > 0) headers.Range = `bytes=${start}-`;
-              const res = await this.request(ep, `/${ref.path}/blobs/${desc.digest}`, scope, this.#creds(ref.domain, ro), { headers });
-              if (res.status === 416 && start > 0) {
-                await discard(res);
-                await w.truncate();
-                if (++failures >= retries) throw new BlobMismatchError(`blob ${desc.digest}: the registry refused a range at ${start} of the expected ${desc.size} bytes`);
-                continue;
-              }
-              if (res.status !== 200 && res.status !== 206) throw statusError(res, `fetch blob ${desc.digest}`, (await readBody(res, 1 << 16).catch(() => Buffer.alloc(0))).toString());
-              if (res.status === 200 && start > 0) await w.truncate(); // server ignored Range
-              if (res.status === 206) {
-                const cr = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
-                if (!cr || Number(cr[1]) !== start) {
-                  res.body.destroy();
-                  await w.truncate();
-                  throw new TransportError(`blob ${desc.digest}: bad Content-Range "${res.headers['content-range']}"`);
-                }
-              }
-              try {
-                for await (const c of res.body) {
-                  try {
-                    await w.write(c as Buffer);
-                  } catch (e) {
-                    // a local failure (disk full, read-only store) is not a network error: no retry
-                    throw fromNodeError(e, `write blob ${desc.digest} into the content store`);
-                  }
-                  ro.onProgress?.(w.offset, desc.size);
-                }
-              } catch (e) {
-                if (e instanceof CorralError) throw e;
-                throw new TransportError(`blob ${desc.digest}: download interrupted at ${w.offset} of ${desc.size} bytes: ${(e as Error).message}`, { cause: e });
-              }
-              if (!res.body.complete) throw new TransportError(`blob ${desc.digest}: connection closed at ${w.offset} of ${desc.size} bytes`);
-              if (w.offset !== desc.size) throw new BlobMismatchError(`blob ${desc.digest}: the registry sent ${w.offset} bytes, the descriptor says ${desc.size}; refusing it`);
+      this.#withEndpoints(ref.domain, 'pull', `fetch blob ${desc.digest}`, (ep) =>
+        this.#download(desc, w, ro, (headers) => this.request(ep, `/${ref.path}/blobs/${desc.digest}`, scope, this.#creds(ref.domain, ro), { headers })),
+      ),
+    );
+  }
+
+  /**
+   * Download a non-distributable layer from one of its descriptor's URLs (http/https only),
+   * in order, without the registry's credentials (redirects followed; digest and size verified
+   * as for registry blobs). NOT_FOUND when no URL has it.
+   */
+  async fetchBlobFromUrls(desc: Descriptor, w: ContentWriter, ro: RequestOptions & { onProgress?: (done: number, total: number) => void } = {}): Promise<string> {
+    const urls = (desc.urls ?? []).filter((u) => /^https?:\/\//i.test(u));
+    if (!urls.length) throw new NotFoundError(`layer ${desc.digest} has no http(s) URLs to fetch it from`);
+    let last: unknown;
+    for (const u of urls) {
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        last = new InvalidArgumentError(`layer ${desc.digest}: invalid URL "${u}"`);
+        continue;
+      }
+      // an endpoint of its own: no registry headers, TLS from the system CAs, no credentials
+      const ep: Endpoint = { base: new URL(url.origin), host: url.host, capabilities: new Set(['pull']), tls: {}, headers: {}, mirror: true };
+      try {
+        return await this.#sem.run(() => this.#download(desc, w, { onProgress: ro.onProgress }, (headers) => this.request(ep, url.href, '', undefined, { headers })));
+      } catch (e) {
+        last = e;
+        if (e instanceof BlobMismatchError) throw e;
+      }
+    }
+    throw new NotFoundError(`layer ${desc.digest}: none of its URLs served it (${urls.join(', ')}): ${(last as Error)?.message ?? ''}`, { cause: last });
+  }
+
+  async #download(desc: Descriptor, w: ContentWriter, ro: { onProgress?: (done: number, total: number) => void }, open: (headers: Record<string, string>) => Promise<HttpResponse>): Promise<string> {
+    const retries = this.opts.retries ?? 4;
+    let failures = 0;
+    for (;;) {
+      const start = w.offset;
+      try {
+        if (start < desc.size || desc.size === 0) {
+          const headers: Record<string, string> = {};
+          if (start > 0) headers.Range = `bytes=${start}-`;
+          const res = await open(headers);
+          if (res.status === 416 && start > 0) {
+            await discard(res);
+            await w.truncate();
+            if (++failures >= retries) throw new BlobMismatchError(`blob ${desc.digest}: the registry refused a range at ${start} of the expected ${desc.size} bytes`);
+            continue;
+          }
+          if (res.status !== 200 && res.status !== 206) throw statusError(res, `fetch blob ${desc.digest}`, (await readBody(res, 1 << 16).catch(() => Buffer.alloc(0))).toString());
+          if (res.status === 200 && start > 0) await w.truncate(); // server ignored Range
+          if (res.status === 206) {
+            const cr = /^bytes (\d+)-/.exec(String(res.headers['content-range'] ?? ''));
+            if (!cr || Number(cr[1]) !== start) {
+              res.body.destroy();
+              await w.truncate();
+              throw new TransportError(`blob ${desc.digest}: bad Content-Range "${res.headers['content-range']}"`);
             }
-            if (w.offset < desc.size) throw new TransportError(`blob ${desc.digest}: got ${w.offset} of ${desc.size} bytes`);
-            try {
-              return await w.commit();
-            } catch (e) {
-              throw new BlobMismatchError((e as Error).message, { cause: e });
+          }
+          try {
+            for await (const c of res.body) {
+              try {
+                await w.write(c as Buffer);
+              } catch (e) {
+                // a local failure (disk full, read-only store) is not a network error: no retry
+                throw fromNodeError(e, `write blob ${desc.digest} into the content store`);
+              }
+              ro.onProgress?.(w.offset, desc.size);
             }
           } catch (e) {
-            if (!transient(e)) throw e;
-            if (w.offset > start) failures = 0; // progress: keep going from the new offset
-            else if (++failures >= retries) throw e;
-            await sleep(this.#backoff(failures));
+            if (e instanceof CorralError) throw e;
+            throw new TransportError(`blob ${desc.digest}: download interrupted at ${w.offset} of ${desc.size} bytes: ${(e as Error).message}`, { cause: e });
           }
+          if (!res.body.complete) throw new TransportError(`blob ${desc.digest}: connection closed at ${w.offset} of ${desc.size} bytes`);
+          if (w.offset !== desc.size) throw new BlobMismatchError(`blob ${desc.digest}: the registry sent ${w.offset} bytes, the descriptor says ${desc.size}; refusing it`);
         }
-      }),
-    );
+        if (w.offset < desc.size) throw new TransportError(`blob ${desc.digest}: got ${w.offset} of ${desc.size} bytes`);
+        try {
+          return await w.commit();
+        } catch (e) {
+          throw new BlobMismatchError((e as Error).message, { cause: e });
+        }
+      } catch (e) {
+        if (!transient(e)) throw e;
+        if (w.offset > start) failures = 0; // progress: keep going from the new offset
+        else if (++failures >= retries) throw e;
+        await sleep(this.#backoff(failures));
+      }
+    }
   }
 
   // ---------------------------------------------------------------------------- push
