@@ -538,9 +538,11 @@ export class CriRuntimeService {
     try {
       mkdirSync(bundle, { recursive: true, mode: 0o711 });
       if (logPath) mkdirSync(join(logPath, '..'), { recursive: true });
-      c.snapshotKey = `corral-container-${id}`;
+      const snapshotKey = `corral-container-${id}`;
+      c.snapshotKey = snapshotKey;
       this.store.saveContainer(c);
-      c.snapshotMounts = await this.o.images.snapshotter.prepare(c.snapshotKey, image.chainId || undefined, { 'corral.io/container': id });
+      // Under the store lock: a `corral` CLI process sharing the store may be collecting garbage.
+      c.snapshotMounts = await this.o.images.withStoreLock(() => this.o.images.snapshotter.prepare(snapshotKey, image.chainId || undefined, { 'corral.io/container': id }));
       c.rootfsMounted = true;
       this.store.saveContainer(c);
       mountSnapshot(c.snapshotMounts, c.rootfs);
@@ -574,9 +576,10 @@ export class CriRuntimeService {
       c.rootfsMounted = false;
       this.store.saveContainer(c);
     }
-    if (c.snapshotKey) {
+    const snapshotKey = c.snapshotKey;
+    if (snapshotKey) {
       try {
-        await this.o.images.snapshotter.remove(c.snapshotKey);
+        await this.o.images.withStoreLock(() => this.o.images.snapshotter.remove(snapshotKey));
       } catch (e) {
         if (!(e instanceof CorralError && e.code === 'NOT_FOUND')) throw e;
       }
