@@ -6,10 +6,9 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InternalError } from '../../errors.ts';
+import { InternalError, fromErrno } from '../../errors.ts';
 import { startExecutor } from '../../oci/runtime/executor.ts';
 import { CLONE, MS, type Op } from '../../oci/plan/ops.ts';
-import { mountAll } from '../../image/snapshot/mount.ts';
 import type { Mount as SnapshotMount } from '../../image/snapshot/snapshotter.ts';
 import { run } from './proc.ts';
 
@@ -40,12 +39,30 @@ export async function unmountAll(path: string): Promise<void> {
   }
 }
 
+/**
+ * Unmount several paths with one `umount` run (what is not mounted is skipped), then
+ * `unmountAll` on any that is still mounted (stacked mounts, busy ones: lazy).
+ */
+export async function unmountMany(paths: string[]): Promise<void> {
+  const mounted = new Set(mountPoints());
+  const todo = [...new Set(paths)].filter((p) => mounted.has(p));
+  if (todo.length === 0) return;
+  await run('umount', todo);
+  const still = new Set(mountPoints());
+  for (const p of todo) if (still.has(p)) await unmountAll(p);
+}
+
 export interface PinRequest {
   dir: string;
   kinds: PinnedNs[];
   hostname?: string;
   /** Written inside the new namespaces (net.* needs net, kernel.shm* etc. need ipc). */
   sysctls: Record<string, string>;
+  /**
+   * A tmpfs (the pod's /dev/shm) mounted by the same executor run, in the host mount
+   * namespace like the pins. `target` is created (mode 1777); flags are MS_* bits.
+   */
+  tmpfs?: { target: string; flags: number; data: string };
 }
 
 /**
@@ -69,6 +86,10 @@ export async function pinNamespaces(req: PinRequest): Promise<Partial<Record<Pin
   for (const k of req.kinds) {
     ops.push({ op: 'mount', source: `/proc/self/ns/${k}`, target: paths[k]!, fstype: '', flags: MS.BIND, data: '', extra: 0, origin: `pin ${k} namespace` });
   }
+  if (req.tmpfs) {
+    mkdirSync(req.tmpfs.target, { recursive: true, mode: 0o1777 });
+    ops.push({ op: 'mount', source: 'shm', target: req.tmpfs.target, fstype: 'tmpfs', flags: req.tmpfs.flags, data: req.tmpfs.data, extra: 0, origin: `tmpfs on ${req.tmpfs.target}` });
+  }
   const ex = startExecutor({ plan: { ops }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   ex.launcher.stderr?.on('data', (d) => (stderr += String(d)));
@@ -78,6 +99,7 @@ export async function pinNamespaces(req: PinRequest): Promise<Partial<Record<Pin
     if (exit.code !== 0) throw new InternalError(`pinning the pod namespaces: the executor exited with ${exit.code ?? exit.signal}${stderr ? `: ${stderr.trim()}` : ''}`);
   } catch (e) {
     await ex.launcherExit().catch(() => {});
+    if (req.tmpfs) await unmountAll(req.tmpfs.target).catch(() => {});
     await unpinNamespaces(req.dir);
     throw e;
   } finally {
@@ -87,7 +109,9 @@ export async function pinNamespaces(req: PinRequest): Promise<Partial<Record<Pin
 }
 
 /** Unmount and remove <dir>/{net,ipc,uts} and the dir. */
-export async function unpinNamespaces(dir: string): Promise<void> {
+export async function unpinNamespaces(dir: string, alsoUnmount: string[] = []): Promise<void> {
+  // One umount run for all of them (and `alsoUnmount`, e.g. the pod's shm), then the per-path check.
+  await unmountMany([...(['net', 'ipc', 'uts'] as PinnedNs[]).map((k) => join(dir, k)), ...alsoUnmount]);
   for (const k of ['net', 'ipc', 'uts'] as PinnedNs[]) {
     const p = join(dir, k);
     await unmountAll(p);
@@ -102,10 +126,21 @@ export async function mountTmpfs(target: string, options: string): Promise<void>
   if (r.code !== 0) throw new InternalError(`mount tmpfs on ${target}: ${r.stderr.toString().trim()}`);
 }
 
-/** Mount a snapshot's descriptions at `target` (created). */
-export function mountSnapshot(mounts: SnapshotMount[], target: string): void {
+/**
+ * Mount a snapshot's descriptions at `target` (created), with mount(8) like
+ * src/image/snapshot/mount.ts mountAll, but without blocking the event loop meanwhile.
+ */
+export async function mountSnapshot(mounts: SnapshotMount[], target: string): Promise<void> {
   mkdirSync(target, { recursive: true, mode: 0o755 });
-  mountAll(mounts, target);
+  for (const m of mounts) {
+    const args = m.type === 'bind' ? ['--bind', '-o', m.options.filter((o) => o !== 'rbind').join(','), m.source, target] : ['-t', m.type, m.source, '-o', m.options.join(','), target];
+    const r = await run('mount', args, { cwd: m.cwd });
+    if (r.code !== 0) throw fromErrno('EINVAL', `mount ${m.type} on ${target}`, r.stderr.toString().trim());
+    if (m.type === 'bind' && m.options.includes('ro')) {
+      const r2 = await run('mount', ['-o', 'remount,bind,ro', target]);
+      if (r2.code !== 0) throw fromErrno('EINVAL', `remount ${target} read-only`, r2.stderr.toString().trim());
+    }
+  }
 }
 
 export function ensureDir(p: string, mode = 0o711): void {

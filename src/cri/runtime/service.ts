@@ -15,11 +15,11 @@ import type { EventBus } from '../events.ts';
 import type { Reply, RuntimeServiceImpl } from '../server.ts';
 import type * as T from '../types.gen.ts';
 import type { ImageService } from '../../image/service.ts';
-import { CniRuntime } from '../../cni/network.ts';
+import { CniRuntime, type DelRequest, type PodAttachment } from '../../cni/network.ts';
 import { defaultNetworkConfig, podAttachments } from '../../cni/default.ts';
 import { loadConfigDir } from '../../cni/config.ts';
 import { sandboxAddresses } from '../../cni/result.ts';
-import type { NetworkConfigList, PortMapping as CniPortMapping } from '../../cni/types.ts';
+import type { Attachment, CniResult, NetworkConfigList, PortMapping as CniPortMapping } from '../../cni/types.ts';
 import { createCgroupManager, normalizeCgroupsPath } from '../../oci/cgroups/manager.ts';
 import { validateSpec } from '../../oci/spec/validate.ts';
 import type { Spec } from '../../oci/spec/types.ts';
@@ -27,10 +27,12 @@ import { buildContainerSpec, criResources, type ImageRuntimeConfig, type PidName
 import { hostsFile, resolvConf, sysctlNamespace, validateHostname } from '../spec/sandbox-files.ts';
 import { RuntimeStore, newId, nowNs, type ContainerRecord, type SandboxRecord } from './store.ts';
 import { OciRuntime, startConmon } from './oci.ts';
-import { ensureDir, mountSnapshot, mountTmpfs, pinNamespaces, unmountAll, unpinNamespaces, type PinnedNs } from './mounts.ts';
+import { ensureDir, mountSnapshot, pinNamespaces, unmountAll, unpinNamespaces, type PinnedNs } from './mounts.ts';
 import { runtimePaths, type RuntimePaths } from './paths.ts';
 import { pidAlive, run, sleep } from './proc.ts';
 import type { StreamTargets } from '../streaming-backend/targets.ts';
+import { Phases } from './timing.ts';
+import { MS } from '../../oci/plan/ops.ts';
 
 export interface RuntimeServiceOptions {
   config: CorraldConfig;
@@ -156,6 +158,29 @@ export class CriRuntimeService {
     return defaultNetworkConfig({ name: this.o.network?.name, bridge: this.o.network?.bridge, subnet: this.o.network?.subnet, dataDir: this.paths.cniIpam });
   }
 
+  /**
+   * CNI ADD of the pod's attachments (loopback "lo" and the pod network), all at once: they are
+   * independent (own interface, own cache entry). Results in `entries` order. If one fails, the
+   * ones that succeeded are DELeted again and the (first) error is thrown.
+   */
+  private async attachNetworks(base: Omit<Attachment, 'ifName' | 'capabilityArgs'>, entries: PodAttachment[]): Promise<CniResult[]> {
+    const settled = await Promise.allSettled(entries.map((e) => this.cni.add(e.config, { ...base, ifName: e.ifName, capabilityArgs: e.capabilityArgs })));
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (!failed) return settled.map((r) => (r as PromiseFulfilledResult<CniResult>).value);
+    await Promise.all(entries.map((e, i) => (settled[i]!.status === 'fulfilled'
+      // The original error is the one to report; a failed DEL leaves the cache entry for a later DEL.
+      ? this.cni.del(e.config, { containerId: base.containerId, ifName: e.ifName, netns: base.netns }).catch(() => {})
+      : undefined)));
+    throw failed.reason;
+  }
+
+  /** CNI DEL of every attachment, concurrently; all are tried, the first failure (in reverse entries order) is thrown. */
+  private async detachNetworks(base: Omit<DelRequest, 'ifName' | 'capabilityArgs'>, entries: PodAttachment[]): Promise<void> {
+    const settled = await Promise.allSettled([...entries].reverse().map((e) => this.cni.del(e.config, { ...base, ifName: e.ifName, capabilityArgs: e.capabilityArgs })));
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
   /** NetworkReady: a config in conf_dir or the built-in network, and its plugins installed. */
   async networkStatus(): Promise<{ ready: boolean; reason?: string; message?: string }> {
     try {
@@ -212,6 +237,7 @@ export class CriRuntimeService {
       if (p.container_port <= 0 || p.container_port > 65535) throw new InvalidArgumentError(`port_mappings[${i}].container_port ${p.container_port} is not a port`);
       if (p.host_port < 0 || p.host_port > 65535) throw new InvalidArgumentError(`port_mappings[${i}].host_port ${p.host_port} is not a port`);
     }
+    const ph = new Phases();
     const id = newId();
     let cgroupParent = cfg.linux?.cgroup_parent || `${this.o.cgroupRoot ?? '/corral'}/pod-${id.slice(0, 16)}`;
     cgroupParent = normalizeCgroupsPath(cgroupParent);
@@ -222,11 +248,13 @@ export class CriRuntimeService {
       hostname, dir, pinned: [], ips: [], cgroupParent,
     };
     this.store.saveSandbox(s);
+    ph.mark('record');
     try {
       mkdirSync(dir, { recursive: true, mode: 0o711 });
       writeFileSync(join(dir, 'hostname'), hostname + '\n');
       writeFileSync(join(dir, 'resolv.conf'), resolvConf(cfg.dns_config));
       writeFileSync(join(dir, 'hosts'), hostsFile(hostname, []));
+      ph.mark('files');
       // Pod cgroup: created here when it does not exist yet (the kubelet normally makes it).
       const cg = createCgroupManager({ cgroupsPath: cgroupParent, warn: (m) => this.log.warn(m, { sandbox: id }) });
       if (!cg.exists()) {
@@ -239,35 +267,41 @@ export class CriRuntimeService {
         if (res.cpu?.quota && over.cpu?.quota) res.cpu.quota += over.cpu.quota;
         if (res.cpu || res.memory) for (const w of cg.set({ cpu: res.cpu, memory: res.memory }).warnings ?? []) this.log.warn(w, { sandbox: id });
       }
+      ph.mark('cgroup');
       // Namespaces, pinned by bind mounts so the pod needs no process.
       const kinds: PinnedNs[] = [];
       if (!hostNetwork) kinds.push('net', 'uts');
       if (!hostIpc) kinds.push('ipc');
       s.pinned = kinds;
+      // The pod's /dev/shm (its own IPC namespace): a tmpfs mounted by the same executor run.
+      if (!hostIpc) {
+        s.shmPath = join(dir, 'shm');
+        s.shmMounted = true;
+      }
       this.store.saveSandbox(s);
-      const pins = await pinNamespaces({ dir: join(this.paths.ns, id), kinds, hostname: hostNetwork ? undefined : hostname, sysctls });
+      const pins = await pinNamespaces({
+        dir: join(this.paths.ns, id), kinds, hostname: hostNetwork ? undefined : hostname, sysctls,
+        tmpfs: s.shmPath ? { target: s.shmPath, flags: MS.NOSUID | MS.NODEV | MS.NOEXEC, data: 'mode=1777,size=65536k' } : undefined,
+      });
       s.netnsPath = pins.net;
       s.ipcnsPath = pins.ipc;
       s.utsnsPath = pins.uts;
       this.store.saveSandbox(s);
-      if (!hostIpc) {
-        s.shmPath = join(dir, 'shm');
-        s.shmMounted = true;
-        this.store.saveSandbox(s);
-        await mountTmpfs(s.shmPath, 'nosuid,nodev,noexec,mode=1777,size=65536k');
-      }
+      ph.mark('pin+shm');
       if (!hostNetwork) {
         s.cniStarted = true;
         this.store.saveSandbox(s);
         const net = await this.network();
+        ph.mark('cniConfig');
         const portMappings: CniPortMapping[] = cfg.port_mappings
           .filter((p) => p.host_port > 0)
           .map((p) => ({ hostPort: p.host_port, containerPort: p.container_port, protocol: (p.protocol || 'TCP').toLowerCase(), ...(p.host_ip ? { hostIP: p.host_ip } : {}) }));
-        const results = await this.cni.attachAll(
+        const results = await this.attachNetworks(
           { containerId: id, netns: s.netnsPath!, args: { K8S_POD_NAMESPACE: md.namespace, K8S_POD_NAME: md.name, K8S_POD_INFRA_CONTAINER_ID: id, K8S_POD_UID: md.uid } },
           podAttachments(net, { capabilityArgs: portMappings.length ? { portMappings } : undefined }),
         );
         s.ips = sandboxAddresses(results[results.length - 1]!, 'eth0').map((a) => a.split('/')[0]!);
+        ph.mark('cniAdd');
         s.cniDone = true;
         this.store.saveSandbox(s);
       }
@@ -275,6 +309,8 @@ export class CriRuntimeService {
       if (sharedPid) await this.startInfra(s, rt, handler);
       s.phase = 'ready';
       this.store.saveSandbox(s);
+      ph.mark('finish');
+      ph.log(this.log, 'RunPodSandbox', { id });
       this.log.info('pod sandbox ready', { id, pod: `${md.namespace}/${md.name}`, ips: s.ips });
       return id;
     } catch (err) {
@@ -287,12 +323,14 @@ export class CriRuntimeService {
   /** Undo what a sandbox holds (containers must be gone or are killed). remove: also cgroup, dir and record. */
   private async teardownSandbox(s: SandboxRecord, remove: boolean): Promise<void> {
     const errors: string[] = [];
+    const ph = new Phases();
     const step = async (what: string, fn: () => Promise<void> | void) => {
       try {
         await fn();
       } catch (e) {
         errors.push(`${what}: ${(e as Error).message}`);
       }
+      ph.mark(what);
     };
     if (s.infraId) {
       const infra = this.store.rawContainer(s.infraId);
@@ -302,7 +340,7 @@ export class CriRuntimeService {
       await step('CNI DEL', async () => {
         const net = await this.network();
         // DEL from the cache entries written at ADD (config as it was); netns still pinned here.
-        await this.cni.detachAll({ containerId: s.id, netns: s.netnsPath && existsSync(s.netnsPath) ? s.netnsPath : '' }, podAttachments(net)).catch(async (e) => {
+        await this.detachNetworks({ containerId: s.id, netns: s.netnsPath && existsSync(s.netnsPath) ? s.netnsPath : '' }, podAttachments(net)).catch(async (e) => {
           for (const c of await this.cni.listCached().catch(() => [])) {
             if (c.containerId === s.id) await this.cni.del(null, { networkName: c.networkName, containerId: s.id, ifName: c.ifName });
           }
@@ -316,7 +354,7 @@ export class CriRuntimeService {
     }
     if (s.pinned.length) {
       await step('unpin namespaces', async () => {
-        await unpinNamespaces(join(this.paths.ns, s.id));
+        await unpinNamespaces(join(this.paths.ns, s.id), s.shmMounted && s.shmPath ? [s.shmPath] : []);
         s.pinned = [];
         s.netnsPath = s.ipcnsPath = s.utsnsPath = undefined;
         this.store.saveSandbox(s);
@@ -340,6 +378,7 @@ export class CriRuntimeService {
         this.store.deleteSandbox(s.id);
       }
     }
+    ph.log(this.log, remove ? 'sandbox teardown (remove)' : 'sandbox teardown', { id: s.id });
     if (errors.length) throw new FailedPreconditionError(`pod sandbox ${s.id}: ${errors.join('; ')}; retry the call`);
   }
 
@@ -475,24 +514,30 @@ export class CriRuntimeService {
   }
 
   private async createOci(c: ContainerRecord, spec: Spec): Promise<void> {
+    const ph = new Phases();
     validateSpec(spec, { requireProcess: true });
     writeFileSync(join(c.bundle, 'config.json'), JSON.stringify(spec, null, 1));
     rmSync(c.exitFile, { force: true });
     c.ociCreated = true; // from here on, `delete --force` is owed
     this.store.saveContainer(c);
+    ph.mark('spec+record');
     const { pid } = await startConmon({
       conmon: this.conmon, id: c.id, name: c.name, runtime: this.rtOf(c), bundle: c.bundle, pidFile: c.pidFile, conmonPidFile: c.conmonPidFile,
       exitDir: this.paths.exits, socketDir: this.paths.sockets, logPath: c.conmonLogPath, logMaxBytes: this.o.config.logs.max_container_log_bytes,
       tty: c.tty, stdin: c.stdin, stdinOnce: c.stdinOnce,
     });
+    ph.mark('conmon');
     c.pid = pid;
     try {
       c.conmonPid = Number(readFileSync(c.conmonPidFile, 'utf8').trim()) || undefined;
     } catch {}
     this.store.saveContainer(c);
+    ph.mark('record');
+    ph.log(this.log, 'create OCI container', { id: c.id });
   }
 
   async createContainer(req: T.CreateContainerRequest): Promise<string> {
+    const ph = new Phases();
     const cfg = req.config;
     if (!req.pod_sandbox_id) throw new InvalidArgumentError('CreateContainer: pod_sandbox_id is required');
     if (!cfg) throw new InvalidArgumentError('CreateContainer: config is required');
@@ -534,7 +579,9 @@ export class CriRuntimeService {
       imageRef: image.id, imageName: image.name, attempt: cfg.metadata.attempt,
     });
     c.resources = cfg.linux?.resources ?? undefined;
+    ph.mark('validate+image');
     this.store.saveContainer(c);
+    ph.mark('record');
     try {
       mkdirSync(bundle, { recursive: true, mode: 0o711 });
       if (logPath) mkdirSync(join(logPath, '..'), { recursive: true });
@@ -543,9 +590,11 @@ export class CriRuntimeService {
       this.store.saveContainer(c);
       // Under the store lock: a `corral` CLI process sharing the store may be collecting garbage.
       c.snapshotMounts = await this.o.images.withStoreLock(() => this.o.images.snapshotter.prepare(snapshotKey, image.chainId || undefined, { 'corral.io/container': id }));
+      ph.mark('snapshot prepare');
       c.rootfsMounted = true;
       this.store.saveContainer(c);
-      mountSnapshot(c.snapshotMounts, c.rootfs);
+      await mountSnapshot(c.snapshotMounts, c.rootfs);
+      ph.mark('rootfs mount');
       const built = buildContainerSpec({
         id, sandboxId: s.id, rootfs: c.rootfs, image: imgCfg, config: cfg, cgroupV2: this.cgroupV2, minOomScoreAdj: ownOomScoreAdj(),
         sandbox: {
@@ -556,9 +605,13 @@ export class CriRuntimeService {
       });
       for (const w of built.warnings) this.log.warn(w, { container: id });
       c.warnings = built.warnings;
+      ph.mark('build spec');
       await this.createOci(c, built.spec);
+      ph.mark('create oci');
       c.phase = 'created';
       this.store.saveContainer(c);
+      ph.mark('record');
+      ph.log(this.log, 'CreateContainer', { id });
     } catch (err) {
       this.log.warn('CreateContainer failed; rolling back', { id, error: (err as Error).message });
       await this.destroyContainer(c).catch((e) => this.log.error('rollback after CreateContainer failure failed', { id, error: String(e) }));
@@ -570,12 +623,15 @@ export class CriRuntimeService {
 
   /** Remove every trace of a container record (kills it if needed). */
   private async destroyContainer(c: ContainerRecord): Promise<void> {
+    const ph = new Phases();
     if (c.ociCreated) await this.rtOf(c).delete(c.ociId, true);
+    ph.mark('oci delete');
     if (c.rootfsMounted) {
       await unmountAll(c.rootfs);
       c.rootfsMounted = false;
       this.store.saveContainer(c);
     }
+    ph.mark('umount');
     const snapshotKey = c.snapshotKey;
     if (snapshotKey) {
       try {
@@ -584,6 +640,7 @@ export class CriRuntimeService {
         if (!(e instanceof CorralError && e.code === 'NOT_FOUND')) throw e;
       }
     }
+    ph.mark('snapshot remove');
     // The OCI runtime removed the container's cgroup; a leftover one (crash) is removed here.
     const cg = createCgroupManager({ cgroupsPath: c.cgroupsPath, warn: () => {} });
     if (cg.exists()) await cg.destroy();
@@ -591,6 +648,8 @@ export class CriRuntimeService {
     rmSync(c.exitFile, { force: true });
     rmSync(join(this.paths.sockets, c.id), { recursive: true, force: true });
     this.store.deleteContainer(c.id);
+    ph.mark('cleanup');
+    ph.log(this.log, 'destroy container', { id: c.id });
   }
 
   async startContainer(idOrPrefix: string): Promise<void> {
@@ -602,8 +661,10 @@ export class CriRuntimeService {
       const s = this.store.findSandbox(c.sandboxId);
       if (!s || s.phase !== 'ready') throw new FailedPreconditionError(`StartContainer: pod sandbox ${c.sandboxId} is not ready`);
       const startedAt = nowNs();
+      const ph = new Phases();
       try {
         await this.rtOf(c).start(c.ociId);
+        ph.mark('oci start');
       } catch (e) {
         c.phase = 'exited';
         c.finishedAt = nowNs();
@@ -616,6 +677,8 @@ export class CriRuntimeService {
       c.phase = 'running';
       c.startedAt = startedAt;
       this.store.saveContainer(c);
+      ph.mark('record');
+      ph.log(this.log, 'StartContainer', { id: c.id });
     });
     const c = this.store.container(c0.id);
     this.refresh(c);
@@ -662,10 +725,13 @@ export class CriRuntimeService {
   }
 
   private async waitExit(c: ContainerRecord, ms: number): Promise<boolean> {
+    // conmon writes the exit file within a few ms of a SIGKILL: poll fast first, then back off to 50 ms.
     const end = Date.now() + ms;
+    let delay = 1;
     while (Date.now() < end) {
       if (this.refresh(c)) return true;
-      await sleep(50);
+      await sleep(Math.min(delay, Math.max(1, end - Date.now())));
+      delay = Math.min(delay * 2, 50);
     }
     return this.refresh(c);
   }
@@ -673,8 +739,12 @@ export class CriRuntimeService {
   private async killAndWait(c: ContainerRecord): Promise<void> {
     if (c.phase !== 'running' && c.phase !== 'created') return;
     if (this.refresh(c)) return;
+    const ph = new Phases();
     await this.rtOf(c).kill(c.ociId, 'KILL', true).catch(() => this.rtOf(c).kill(c.ociId, 'KILL').catch(() => {}));
+    ph.mark('oci kill');
     if (!(await this.waitExit(c, 30_000))) throw new FailedPreconditionError(`container ${c.id} did not exit after SIGKILL`);
+    ph.mark('wait exit');
+    ph.log(this.log, 'kill container', { id: c.id });
   }
 
   private async stopContainerRecord(c: ContainerRecord, timeoutSec: number): Promise<void> {
