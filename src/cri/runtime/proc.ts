@@ -23,7 +23,12 @@ export interface RunOptions {
 
 export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' }, cwd: opts.cwd });
+    // A clean environment, but the runtime's own settings (CORRAL_*) pass through.
+    const env = opts.env ?? {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('CORRAL_'))),
+      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    };
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env, cwd: opts.cwd });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outLen = 0;
