@@ -38,6 +38,8 @@ import { encodePlan } from '../oci/plan/encode.ts';
 import { executorOverChannel } from '../oci/runtime/executor.ts';
 import type { Executor, ExecutorEvents, ExecutorOptions } from '../oci/runtime/executor.ts';
 import { main } from './corral-oci.ts';
+import { enterOwnCgroup } from './server-cgroup.ts';
+import { basename } from 'node:path';
 import type { CliIo } from './corral-oci.ts';
 
 export const FRAME = {
@@ -333,6 +335,7 @@ export async function serve(sockPath: string): Promise<void> {
     process.exit(0);
   }
   try { unlinkSync(sockPath); } catch { /* none, or not ours to remove: listen reports it */ }
+  const leaveCgroup = enterOwnCgroup(`corral-oci-server-${basename(sockPath, '.sock')}`, log);
 
   let active = 0;
   let idleTimer: NodeJS.Timeout | undefined;
@@ -357,6 +360,7 @@ export async function serve(sockPath: string): Promise<void> {
   }
   function finish(): void {
     removeOwnFiles();
+    leaveCgroup();
     process.exit(0);
   }
   function stop(why: string): void {
@@ -380,6 +384,7 @@ export async function serve(sockPath: string): Promise<void> {
     server.listen(sockPath, () => { server.off('error', reject); resolve(); });
   }).catch((e: Error) => {
     log(`cannot listen on ${sockPath}: ${e.message}`);
+    leaveCgroup();
     process.exit(1);
   });
   chmodSync(sockPath, 0o600);

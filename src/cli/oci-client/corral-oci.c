@@ -240,11 +240,29 @@ static void start_server(void) {
   }
 }
 
+/*
+ * A server started from here would be reparented to the nearest child subreaper above us. Under a
+ * container monitor (conmon, a containerd shim) that is the monitor itself, which then waits for the
+ * server before it exits. So under one we use a running server but never start one (the verb then
+ * runs in its own Node process).
+ */
+static int parent_is_monitor(void) {
+  char path[64], comm[64] = {0};
+  snprintf(path, sizeof path, "/proc/%d/comm", (int)getppid());
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, comm, sizeof comm - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  return !strncmp(comm, "conmon", 6) || !strncmp(comm, "containerd-shim", 15);
+}
+
 /* A connection to a server, starting one if needed; -1 if there is none to be had. */
 static int server_connect(void) {
   int fd = try_connect();
   if (fd >= 0) return fd;
   if (errno != ENOENT && errno != ECONNREFUSED) return -1;
+  if (parent_is_monitor()) return -1;
   int lk = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lk < 0) return -1;
   while (flock(lk, LOCK_EX) < 0) {

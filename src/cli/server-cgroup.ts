@@ -1,0 +1,32 @@
+/**
+ * The corral-oci server is started by whichever caller comes first (conmon, a containerd shim, a
+ * shell) and would otherwise live on in that caller's cgroup, keeping it from being removed and
+ * being killed with it. It moves itself into a cgroup of its own, and out again (then removes it)
+ * when it exits.
+ */
+import { rmdirSync, writeFileSync } from 'node:fs';
+import { createCgroupManager } from '../oci/cgroups/index.ts';
+import type { CgroupManager } from '../oci/cgroups/index.ts';
+
+export function enterOwnCgroup(name: string, log: (m: string) => void): () => void {
+  let cg: CgroupManager;
+  try {
+    cg = createCgroupManager({ cgroupsPath: `/${name}`, warn: () => {} });
+    cg.create();
+    cg.apply(process.pid);
+  } catch (e) {
+    log(`staying in the caller's cgroup: ${(e as Error).message}`);
+    return () => {};
+  }
+  return () => {
+    try {
+      // Back to each hierarchy's root, so the now empty cgroup can go.
+      for (const dir of cg.dirs()) writeFileSync(`${dir.slice(0, dir.length - name.length - 1)}/cgroup.procs`, String(process.pid));
+      for (const dir of cg.dirs()) {
+        try { rmdirSync(dir); } catch { /* another process of this build moved in meanwhile */ }
+      }
+    } catch (e) {
+      log(`leaving the server cgroup: ${(e as Error).message}`);
+    }
+  };
+}
