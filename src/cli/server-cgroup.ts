@@ -22,9 +22,15 @@ export function enterOwnCgroup(name: string, log: (m: string) => void): () => vo
     try {
       // Back to each hierarchy's root, so the now empty cgroup can go.
       for (const dir of cg.dirs()) writeFileSync(`${dir.slice(0, dir.length - name.length - 1)}/cgroup.procs`, String(process.pid));
-      for (const dir of cg.dirs()) {
-        try { rmdirSync(dir); } catch { /* another process of this build moved in meanwhile */ }
+      // A child the server ran (ps, umount, a hook) may still be on its way out: retry briefly.
+      let left = cg.dirs();
+      for (let i = 0; i < 50 && left.length > 0; i++) {
+        left = left.filter((dir) => {
+          try { rmdirSync(dir); return false; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EBUSY'; }
+        });
+        if (left.length > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
       }
+      if (left.length > 0) log(`could not remove ${left.join(', ')} (still in use)`);
     } catch (e) {
       log(`leaving the server cgroup: ${(e as Error).message}`);
     }

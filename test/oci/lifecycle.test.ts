@@ -1,7 +1,7 @@
 // Black-box lifecycle through the CLI: create/start/state/kill/delete, run, list, wrong-state errors, bad input.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from '../helpers/oci.ts';
 import { cgroupDirs } from '../helpers/leaks.ts';
@@ -165,4 +165,24 @@ test('a failed create removes the cgroup parents it created', () => {
   assert.notEqual(s.oci(['create', '--bundle', b.dir, s.id('cgparents')]).status, 0);
   assert.deepEqual(cgroupDirs('made'), []);
   assert.deepEqual(cgroupDirs('by'), []);
+});
+
+test('a relative cgroupsPath is relative to the caller\'s cgroup (not the corral-oci server\'s)', () => {
+  const rel = `${s.marker}-rel/c`;
+  const b = s.bundle(['/bin/sleep', '1000'], (sp) => { sp.linux!.cgroupsPath = rel; });
+  const id = s.id('relcg');
+  const pidFile = join(s.work, 'relcg.pid');
+  const r = s.oci(['create', '--bundle', b.dir, '--pid-file', pidFile, id]);
+  assert.equal(r.status, 0, r.stderr);
+  const mine = Object.fromEntries(readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => { const [, c, p] = l.split(':'); return [c, p]; }));
+  const init = Object.fromEntries(readFileSync(`/proc/${readFileSync(pidFile, 'utf8')}/cgroup`, 'utf8').trim().split('\n').map((l) => { const [, c, p] = l.split(':'); return [c, p]; }));
+  for (const c of ['memory', 'pids', 'freezer']) assert.equal(init[c], join(mine[c], rel), `${c} hierarchy`);
+  assert.equal(s.oci(['delete', '--force', id]).status, 0);
+  for (const c of ['memory', 'pids', 'freezer', 'cpu', 'cpuacct', 'cpuset', 'devices', 'blkio', 'systemd']) {
+    const key = c === 'systemd' ? 'name=systemd' : c;
+    if (mine[key] === undefined) continue;
+    const parent = join('/sys/fs/cgroup', c, mine[key], `${s.marker}-rel`);
+    assert.equal(existsSync(join(parent, 'c')), false, `${parent}/c removed by delete`);
+    try { rmdirSync(parent); } catch { /* not created in this hierarchy */ }
+  }
 });

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DeadlineExceededError, FailedPreconditionError } from '../../errors.ts';
-import { cgroupDirOnMount, ownCgroup, type CgroupMount, type CgroupMounts, type OwnCgroup } from './detect.ts';
+import { cgroupDirOnMount, ownCgroup, parseProcCgroup, type CgroupMount, type CgroupMounts, type OwnCgroup } from './detect.ts';
 import { procsRecursive, removeCgroupTree, signalPid, sleep } from './fsutil.ts';
 import type { CgroupManager } from './manager.ts';
 import type { CgroupMode, CgroupState, CgroupStats, LinuxResources, SetResult } from './types.ts';
@@ -11,6 +11,8 @@ export interface ManagerInit {
   cgroupsPath: string;
   mounts: CgroupMounts;
   procfs: string;
+  /** /proc/<pid>/cgroup text of the process relative cgroupsPaths are relative to (default: this one). */
+  relativeTo?: string;
   warn: (message: string) => void;
   timeoutMs: number;
 }
@@ -25,9 +27,9 @@ export function resolveCgroupDir(mount: CgroupMount, cgroupsPath: string, ownPat
   return path.join(cgroupDirOnMount(mount, own), cgroupsPath);
 }
 
-export function lazyOwnCgroup(procfs: string): () => OwnCgroup {
+export function lazyOwnCgroup(procfs: string, relativeTo?: string): () => OwnCgroup {
   let cached: OwnCgroup | undefined;
-  return () => (cached ??= ownCgroup(procfs));
+  return () => (cached ??= relativeTo !== undefined ? parseProcCgroup(relativeTo) : ownCgroup(procfs));
 }
 
 export abstract class BaseManager implements CgroupManager {

@@ -59,6 +59,11 @@ export interface CgroupManagerOptions {
   root?: string;
   /** procfs; default /proc (own cgroup for relative paths, mountinfo). */
   procfs?: string;
+  /**
+   * /proc/<pid>/cgroup text of the process a relative cgroupsPath is relative to: runc's rule is "the
+   * runtime's own cgroup", i.e. the caller's (a long-lived server passes its client's). Default: this process.
+   */
+  relativeTo?: string;
   /** The systemd cgroup driver; not implemented. */
   systemd?: boolean;
   /** Receives warnings about skipped settings (default: process.emitWarning). */
@@ -121,6 +126,7 @@ export function createCgroupManager(opts: CgroupManagerOptions): CgroupManager {
     cgroupsPath,
     mounts,
     procfs,
+    relativeTo: opts.relativeTo,
     warn: opts.warn ?? ((m: string) => process.emitWarning(m, { code: 'CORRAL_CGROUPS' })),
     timeoutMs: opts.timeoutMs ?? 10_000,
   };

@@ -41,7 +41,7 @@ export class V1Manager extends BaseManager {
   constructor(init: ManagerInit & { mode: 'v1' | 'hybrid' }) {
     super(init);
     this.mode = init.mode;
-    const own = lazyOwnCgroup(init.procfs);
+    const own = lazyOwnCgroup(init.procfs, init.relativeTo);
     const known = new Set<string>(V1_CONTROLLERS);
     const seen = new Set<CgroupMount>();
     for (const [ctrl, mount] of init.mounts.v1) {

@@ -85,7 +85,7 @@ export class V2Manager extends BaseManager {
     const m = init.mounts.v2;
     if (!m) throw new FailedPreconditionError('cgroup v2 is not mounted (no cgroup2 entry in mountinfo)');
     this.mount = m;
-    const own = lazyOwnCgroup(init.procfs);
+    const own = lazyOwnCgroup(init.procfs, init.relativeTo);
     this.dir = resolveCgroupDir(m, this.path, () => own().v2);
     this.oomGroup = init.oomGroup ?? false;
   }

@@ -44,8 +44,8 @@ export class RuntimeContext {
     this.spawnExecutor = opts.spawnExecutor ?? ((o) => startExecutor({ ...o, executorPath: o.executorPath ?? path }));
   }
 
-  cgroup(record: Pick<ContainerRecord, 'cgroupsPath'>): CgroupManager {
-    return createCgroupManager({ cgroupsPath: record.cgroupsPath, systemd: this.systemdCgroup });
+  cgroup(record: Pick<ContainerRecord, 'cgroupsPath' | 'cgroupRelativeTo'>): CgroupManager {
+    return createCgroupManager({ cgroupsPath: record.cgroupsPath, relativeTo: record.cgroupRelativeTo, systemd: this.systemdCgroup });
   }
 
   /** The live status, derived from the record and the kernel. */

@@ -100,6 +100,8 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     id, bundle, rootfs, pid: 0, pidStartTime: '', phase: 'creating', creatorPid: opts.creatorPid ?? process.pid, created: new Date().toISOString(),
     owner: 'root', cgroupsPath: spec.linux?.cgroupsPath || defaultCgroupsPath(id), started: false, spec,
   };
+  // A relative cgroupsPath is relative to the caller's cgroup (as with runc, which runs in it).
+  if (!record.cgroupsPath.startsWith('/')) record.cgroupRelativeTo = callerCgroup(record.creatorPid);
   ctx.store.reserve(record);
   const cg = ctx.cgroup(record);
   let executor: Executor | undefined;
@@ -214,5 +216,13 @@ export function writePidFile(path: string, pid: number): void {
     renameSync(tmp, abs);
   } catch (e) {
     throw fromNodeError(e, `write pid file ${abs}`);
+  }
+}
+
+function callerCgroup(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch (e) {
+    throw fromNodeError(e, `read the cgroup of the calling process ${pid} (a relative linux.cgroupsPath is relative to it)`);
   }
 }

@@ -27,6 +27,8 @@ export interface ContainerRecord {
   created: string;
   owner: string;
   cgroupsPath: string;
+  /** For a relative cgroupsPath: /proc/<caller>/cgroup at create, what it is relative to (every later verb uses it). */
+  cgroupRelativeTo?: string;
   /** Whether the init had poststart/poststop hooks run. */
   started: boolean;
   spec: Spec;
