@@ -53,3 +53,8 @@ export function assertNoLeaks(marker: string, extraDirs: string[] = []): void {
     assert.deepEqual(left, [], `leaked entries in ${d}: ${left.join(', ')}`);
   }
 }
+
+/** Mount points (in this mount namespace) that start with `prefix`. */
+export function mountsUnder(prefix: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(prefix));
+}

@@ -13,6 +13,7 @@ import { RegistryClient } from '../../src/image/registry/client.ts';
 import { closeIdleConnections } from '../../src/image/registry/transport.ts';
 import { buildImage, busyboxEntries, pushImage } from '../helpers/image-builder.ts';
 import { freePort, startRegistry, pidAlive, type TestRegistry } from '../helpers/registry.ts';
+import { mountsUnder } from '../helpers/leaks.ts';
 
 const CORRAL = join(import.meta.dirname, '../../bin/corral');
 const dir = mkdtempSync(join(tmpdir(), 'corral-cli-test-'));
@@ -29,9 +30,6 @@ function corral(root: string, args: string[], opts: { input?: Buffer } = {}): { 
 }
 const ok = (r: ReturnType<typeof corral>, what: string) => assert.equal(r.status, 0, `${what}: ${r.stderr}`);
 
-function mountsUnder(d: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(d));
-}
 
 before(async () => {
   assert.ok(existsSync(CORRAL), 'bin/corral exists (scripts/setup.sh generates it)');

@@ -19,6 +19,7 @@ import { buildImage, busyboxEntries, pushImage, type BuiltImage } from '../helpe
 import { digestOf } from '../../src/image/digest.ts';
 import { startRegistry, pidAlive, type TestRegistry } from '../helpers/registry.ts';
 import { call, criClients } from '../cri/harness.ts';
+import { mountsUnder } from '../helpers/leaks.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'corral-cri-image-'));
 let reg: TestRegistry;
@@ -40,9 +41,6 @@ function withUser(built: BuiltImage, user: string): BuiltImage {
 const img = withUser(buildImage([{ entries: busyboxEntries() }, { entries: [{ name: 'app', data: 'v1' }] }], { cmd: ['/app'] }), '1000:1000');
 const named = withUser(buildImage([{ entries: [{ name: 'x', data: 'named' }] }]), 'nobody');
 
-function mountsUnder(d: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(d));
-}
 
 before(async () => {
   reg = await startRegistry();

@@ -24,6 +24,7 @@ import { closeIdleConnections } from '../../src/image/registry/transport.ts';
 import { mountAll, unmount } from '../../src/image/snapshot/mount.ts';
 import { buildImage, busyboxEntries, pushImage, type BuiltImage, type LayerSpec } from '../helpers/image-builder.ts';
 import { pidAlive, startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { mountsUnder } from '../helpers/leaks.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'corral-image-svc-test-'));
 const registries: TestRegistry[] = [];
@@ -37,9 +38,6 @@ const open = (name: string, extra: Partial<Parameters<typeof ImageService.open>[
   ImageService.open({ root: dir(name), snapshotter: 'overlayfs', hosts: { insecure: insecure() }, backoffMs: 10, ...extra });
 const client = () => new RegistryClient({ hosts: { insecure: insecure() } });
 
-function mountsUnder(d: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(d));
-}
 
 async function serve(handler: http.RequestListener): Promise<{ server: http.Server; host: string }> {
   const server = http.createServer(handler);
