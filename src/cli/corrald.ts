@@ -57,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', onSignal);
   });
   await daemon.stop();
-  rt.close();
+  await rt.close();
   images.close();
   log.info('stopped');
   return 0;

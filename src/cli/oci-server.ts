@@ -320,10 +320,79 @@ function listening(path: string): Promise<boolean> {
   });
 }
 
+/**
+ * The socket side of a server, for a process of its own (`serve`) or hosted in another long-lived
+ * process (corrald hosts the server of its built-in handler). `listen` refuses when another server
+ * already listens on the path; `close` stops accepting, removes the socket and pid file if they are
+ * still this server's, and resolves when in-flight requests are done (or after `graceMs`).
+ */
+export class OciServer {
+  readonly sockPath: string;
+  readonly pidPath: string;
+  private readonly server: Server;
+  private active = 0;
+  private ino = 0;
+  private closing = false;
+  private drained: (() => void) | undefined;
+  /** Called when the last in-flight request finishes / when a request starts after idling. */
+  onIdle: () => void = () => {};
+  onBusy: () => void = () => {};
+
+  constructor(sockPath: string) {
+    this.sockPath = sockPath;
+    this.pidPath = sockPath.replace(/\.sock$/, '') + '.pid';
+    this.server = createServer({ allowHalfOpen: false }, (sock) => {
+      if (this.closing) { sock.destroy(); return; }
+      if (this.active++ === 0) this.onBusy();
+      new Connection(sock, () => {
+        if (--this.active > 0) return;
+        if (this.closing) this.drained?.();
+        else this.onIdle();
+      });
+    });
+  }
+
+  get activeRequests(): number {
+    return this.active;
+  }
+
+  /** Listen (mode 0600) and write the pid file; false when another server already listens. */
+  async listen(): Promise<boolean> {
+    if (await listening(this.sockPath)) return false;
+    try { unlinkSync(this.sockPath); } catch { /* none, or not ours to remove: listen reports it */ }
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.sockPath, () => { this.server.off('error', reject); resolve(); });
+    });
+    chmodSync(this.sockPath, 0o600);
+    this.ino = statSync(this.sockPath).ino;
+    writeFileSync(this.pidPath, `${process.pid}\n`);
+    return true;
+  }
+
+  private removeOwnFiles(): void {
+    try { if (statSync(this.sockPath).ino === this.ino) unlinkSync(this.sockPath); } catch { /* gone */ }
+    try { if (readFileSync(this.pidPath, 'utf8').trim() === String(process.pid)) unlinkSync(this.pidPath); } catch { /* gone */ }
+  }
+
+  close(graceMs = 10_000): Promise<void> {
+    if (!this.closing) {
+      this.closing = true;
+      this.removeOwnFiles();
+      this.server.close();
+    }
+    if (this.active === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, graceMs);
+      t.unref();
+      this.drained = () => { clearTimeout(t); resolve(); };
+    });
+  }
+}
+
 /** `node corral-oci.cjs --server SOCKET`: serve until idle (CORRAL_OCI_SERVER_IDLE_MS, default 30 s) or SIGTERM. */
 export async function serve(sockPath: string): Promise<void> {
   const idleMs = Number(process.env.CORRAL_OCI_SERVER_IDLE_MS) > 0 ? Number(process.env.CORRAL_OCI_SERVER_IDLE_MS) : 30_000;
-  const pidPath = sockPath.replace(/\.sock$/, '') + '.pid';
   const log = (m: string) => process.stderr.write(`${new Date().toISOString()} corral-oci server ${process.pid}: ${m}\n`);
   process.on('uncaughtException', (e) => log(`uncaught: ${e?.stack ?? e}`));
   process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? e}`));
@@ -334,62 +403,42 @@ export async function serve(sockPath: string): Promise<void> {
     log('another server already listens; exiting');
     process.exit(0);
   }
-  try { unlinkSync(sockPath); } catch { /* none, or not ours to remove: listen reports it */ }
   const leaveCgroup = enterOwnCgroup(`corral-oci-server-${basename(sockPath, '.sock')}`, log);
-
-  let active = 0;
+  const server = new OciServer(sockPath);
   let idleTimer: NodeJS.Timeout | undefined;
   let stopping = false;
-  let ino = 0;
-  const server: Server = createServer({ allowHalfOpen: false }, (sock) => {
-    if (stopping) { sock.destroy(); return; }
-    active++;
+  const armIdle = () => {
+    if (idleTimer) clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => stop('idle'), idleMs);
+  };
+  server.onIdle = armIdle;
+  server.onBusy = () => {
     if (idleTimer) { clearTimeout(idleTimer); idleTimer = undefined; }
-    new Connection(sock, () => {
-      active--;
-      if (active === 0) {
-        if (stopping) finish();
-        else armIdle();
-      }
-    });
-  });
-
-  function removeOwnFiles(): void {
-    try { if (statSync(sockPath).ino === ino) unlinkSync(sockPath); } catch { /* gone */ }
-    try { if (readFileSync(pidPath, 'utf8').trim() === String(process.pid)) unlinkSync(pidPath); } catch { /* gone */ }
-  }
-  function finish(): void {
-    removeOwnFiles();
-    leaveCgroup();
-    process.exit(0);
-  }
-  function stop(why: string): void {
+  };
+  const stop = (why: string) => {
     if (stopping) return;
     stopping = true;
     log(`stopping (${why})`);
-    removeOwnFiles();
-    server.close();
-    if (active === 0) finish();
-    else setTimeout(finish, 10_000).unref(); // in-flight requests get a bounded grace period
-  }
-  function armIdle(): void {
-    if (idleTimer) clearTimeout(idleTimer);
-    idleTimer = setTimeout(() => stop('idle'), idleMs);
-  }
-
+    void server.close().then(() => {
+      leaveCgroup();
+      process.exit(0);
+    });
+  };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(sockPath, () => { server.off('error', reject); resolve(); });
-  }).catch((e: Error) => {
-    log(`cannot listen on ${sockPath}: ${e.message}`);
+  let ok: boolean;
+  try {
+    ok = await server.listen();
+  } catch (e) {
+    log(`cannot listen on ${sockPath}: ${(e as Error).message}`);
     leaveCgroup();
     process.exit(1);
-  });
-  chmodSync(sockPath, 0o600);
-  ino = statSync(sockPath).ino;
-  writeFileSync(pidPath, `${process.pid}\n`);
+  }
+  if (!ok) {
+    log('another server already listens; exiting');
+    leaveCgroup();
+    process.exit(0);
+  }
   log(`listening on ${sockPath}`);
   armIdle();
 }

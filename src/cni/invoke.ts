@@ -138,45 +138,28 @@ export interface InvokeRequest {
   env?: Record<string, string>;
   /** For messages. */
   network?: string;
+  /** Default: spawnPlugin. */
+  runner?: PluginRunner;
 }
 
-export interface InvokeOutput {
-  /** Parsed stdout, or undefined when the plugin printed nothing. */
-  stdout: unknown;
+/** What running a plugin process yields (stdout and stderr as UTF-8). */
+export interface PluginRun {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
   stderr: string;
-  path: string;
+  timedOut: boolean;
 }
 
 /**
- * Run one plugin. Resolves with its (parsed) stdout on exit 0; rejects with a CniPluginError for
- * error documents and failures, DeadlineExceededError on timeout (the plugin is SIGKILLed),
- * NotFoundError/PermissionDeniedError when the binary is missing/not executable.
+ * How a plugin process is run: `spawnPlugin` (a child of this process) by default; a daemon may
+ * pass a cheaper way (corrald runs them through its plan server). On timeout the plugin and what
+ * it started are killed and `timedOut` is set; a plugin that cannot be started rejects.
  */
-export async function invokePlugin(req: InvokeRequest): Promise<InvokeOutput> {
-  const path = await findPlugin(req.type, req.pluginDirs);
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('CNI_')) env[k] = v;
-  env.PATH ??= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-  Object.assign(env, req.env ?? {});
-  env.CNI_COMMAND = req.command;
-  env.CNI_PATH = req.pluginDirs.join(':');
-  if (req.command !== 'VERSION') {
-    if (req.containerId !== undefined) env.CNI_CONTAINERID = req.containerId;
-    if (req.netns !== undefined) env.CNI_NETNS = req.netns;
-    if (req.ifName !== undefined) env.CNI_IFNAME = req.ifName;
-    env.CNI_ARGS = req.cniArgs ?? '';
-  }
-  const input = JSON.stringify(req.config);
-  const timeoutMs = req.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+export type PluginRunner = (path: string, env: Record<string, string>, stdin: string, timeoutMs: number) => Promise<PluginRun>;
 
-  const { code, signal, stdout, stderr, timedOut, spawnError } = await new Promise<{
-    code: number | null;
-    signal: NodeJS.Signals | null;
-    stdout: string;
-    stderr: string;
-    timedOut: boolean;
-    spawnError?: Error;
-  }>((resolve) => {
+export const spawnPlugin: PluginRunner = (path, env, stdin, timeoutMs) =>
+  new Promise<PluginRun>((resolve, reject) => {
     // Own process group, so a timeout also kills whatever the plugin started (which would
     // otherwise keep stdout open).
     const child = spawn(path, [], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
@@ -209,19 +192,42 @@ export async function invokePlugin(req: InvokeRequest): Promise<InvokeOutput> {
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        timedOut,
-        spawnError,
-      });
+      if (spawnError) return reject(fromNodeError(spawnError, `run CNI plugin ${path}`));
+      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), timedOut });
     });
-    child.stdin.end(input);
+    child.stdin.end(stdin);
   });
 
-  if (spawnError) throw fromNodeError(spawnError, `run CNI plugin ${path}`);
+export interface InvokeOutput {
+  /** Parsed stdout, or undefined when the plugin printed nothing. */
+  stdout: unknown;
+  stderr: string;
+  path: string;
+}
+
+/**
+ * Run one plugin. Resolves with its (parsed) stdout on exit 0; rejects with a CniPluginError for
+ * error documents and failures, DeadlineExceededError on timeout (the plugin is SIGKILLed),
+ * NotFoundError/PermissionDeniedError when the binary is missing/not executable.
+ */
+export async function invokePlugin(req: InvokeRequest): Promise<InvokeOutput> {
+  const path = await findPlugin(req.type, req.pluginDirs);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('CNI_')) env[k] = v;
+  env.PATH ??= '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+  Object.assign(env, req.env ?? {});
+  env.CNI_COMMAND = req.command;
+  env.CNI_PATH = req.pluginDirs.join(':');
+  if (req.command !== 'VERSION') {
+    if (req.containerId !== undefined) env.CNI_CONTAINERID = req.containerId;
+    if (req.netns !== undefined) env.CNI_NETNS = req.netns;
+    if (req.ifName !== undefined) env.CNI_IFNAME = req.ifName;
+    env.CNI_ARGS = req.cniArgs ?? '';
+  }
+  const input = JSON.stringify(req.config);
+  const timeoutMs = req.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+
+  const { code, signal, stdout, stderr, timedOut } = await (req.runner ?? spawnPlugin)(path, env, input, timeoutMs);
   if (timedOut) {
     throw new DeadlineExceededError(
       `CNI plugin "${req.type}" ${req.command}${req.network ? ` (network ${req.network})` : ''} did not finish within ${timeoutMs} ms and was killed`,

@@ -35,7 +35,7 @@ import {
   fromNodeError,
 } from '../errors.ts';
 import { NAME_RE, validateConfList } from './config.ts';
-import { CniPluginError, DEFAULT_PLUGIN_DIRS, DEFAULT_TIMEOUT_MS, encodeCniArgs, findPlugin, invokePlugin } from './invoke.ts';
+import { CniPluginError, DEFAULT_PLUGIN_DIRS, DEFAULT_TIMEOUT_MS, encodeCniArgs, findPlugin, invokePlugin, type PluginRunner } from './invoke.ts';
 import { compareVersions, convertResult, normalizeResult, parseVersionInfo, versionAtLeast } from './result.ts';
 import {
   CNI_ERROR,
@@ -63,6 +63,8 @@ export interface CniRuntimeOptions {
   env?: Record<string, string>;
   /** Prepend IgnoreUnknown=1 to non-empty CNI_ARGS (plugins reject unknown keys otherwise). Default true. */
   ignoreUnknownArgs?: boolean;
+  /** How plugin processes are run (default: spawned from this process). */
+  runner?: PluginRunner;
 }
 
 /** What DEL needs; anything left out is taken from the cache entry written at ADD. */
@@ -121,6 +123,7 @@ export class CniRuntime {
   readonly timeoutMs: number;
   readonly env: Record<string, string>;
   readonly ignoreUnknownArgs: boolean;
+  readonly runner: PluginRunner | undefined;
   readonly #versions = new Map<string, CniVersionInfo>();
 
   constructor(opts: CniRuntimeOptions = {}) {
@@ -129,6 +132,7 @@ export class CniRuntime {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.env = opts.env ?? {};
     this.ignoreUnknownArgs = opts.ignoreUnknownArgs ?? true;
+    this.runner = opts.runner;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -270,7 +274,7 @@ export class CniRuntime {
     const known = this.#versions.get(path);
     if (known) return known;
     const out = await invokePlugin({
-      type, command: 'VERSION', config: { cniVersion }, pluginDirs: this.pluginDirs, timeoutMs: this.timeoutMs, env: this.env,
+      type, command: 'VERSION', config: { cniVersion }, pluginDirs: this.pluginDirs, timeoutMs: this.timeoutMs, env: this.env, runner: this.runner,
     });
     const info = parseVersionInfo(out.stdout, `CNI plugin "${type}" VERSION`);
     this.#versions.set(path, info);
@@ -520,6 +524,7 @@ export class CniRuntime {
       timeoutMs: this.timeoutMs,
       env: this.env,
       network: list.name,
+      runner: this.runner,
     });
     return out.stdout;
   }

@@ -2,6 +2,7 @@
  * corral-exec: carries out a plan compiled by the TypeScript runtime.
  *
  *   corral-exec <plan-fd> <sync-fd>
+ *   corral-exec --serve           host plans, one after another, from stdin (see serve() below)
  *
  * The contract (process model, every op's semantics, sync messages) is
  * src/oci/plan/ops.ts; the wire format is docs/plan-format.md. This program
@@ -482,6 +483,11 @@ static void op_mount(struct arg *a) {
     die(errno, "mount \"%s\" on %s (type \"%s\", flags 0x%lx)", src, dst, type, flags);
 }
 
+static void op_umount(struct arg *a) {
+  if (umount2(a[0].s, (int)a[1].i) < 0 && !(a[2].i && (errno == EINVAL || errno == ENOENT)))
+    die(errno, "unmount %s", a[0].s);
+}
+
 static void op_open_root(struct arg *a) {
   int fd = open(a[0].s, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) die(errno, "open root %s", a[0].s);
@@ -910,6 +916,7 @@ static const struct opdef OPS[] = {
     {"attachDeviceFilter", "sd", op_attach_device_filter, 0, 0},
     {"mkfifo", "si", op_mkfifo, 0, 0},
     {"chroot", "s", op_chroot, 0, 0},
+    {"umount", "sib", op_umount, 0, 0},
 };
 #define NOPS (sizeof OPS / sizeof *OPS)
 #define OP_CLONE 6 /* opcodes are 1-based table positions */
@@ -1078,9 +1085,250 @@ static int parse_fd(const char *s) {
   return (int)v;
 }
 
+/* ---- serve mode ----------------------------------------------------------------------
+ * For host-side work of a long-lived caller (corrald: pinning pod namespaces, mounting and
+ * unmounting snapshots, running CNI plugins), so each job costs a fork of this small process
+ * instead of a spawn from a large one. Jobs run concurrently, each plan in a fresh child in a
+ * process group of its own. stdin carries requests, stdout replies (docs/plan-format.md):
+ *   request  u32 LE length | u32 id | u32 flags | u32 n | n bytes of stdin | plan
+ *   reply    u32 LE length | u32 id | i32 status | u32 o | u32 e | o bytes stdout | e bytes stderr | text
+ * flags: 1 = the child's stdin is the given bytes and its stdout and stderr are captured into the
+ * reply; else stdin and stdout are /dev/null and stderr joins the text. 2 = kill job `id` (its
+ * whole process group); the killed job still gets its reply.
+ * status: the child's exit status (exit code, or 128 + signal). text: what the plan wrote on its
+ * sync fd (error lines) and, without flag 1, on stderr; at most 64 KiB. EOF on stdin ends the
+ * server once the running jobs are done. */
+#define SERVE_MAX 64
+#define SERVE_TEXT (64u << 10)
+#define SERVE_OUT (16u << 20)
+#define REQ_CAPTURE 1u
+#define REQ_KILL 2u
+
+struct job {
+  uint32_t id;
+  pid_t pid;
+  int pidfd, sock, out, err;
+  int sock_eof; /* every holder of the other end closed it (exec, exit): stop polling it */
+  uint32_t got;
+  char *text;
+};
+static struct job jobs[SERVE_MAX];
+static int njobs;
+
+static int read_full(int fd, void *buf, size_t n) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = read(fd, (char *)buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/* The whole content of a capture memfd (bounded), appended to nothing: caller frees. */
+static char *slurp(int fd, uint32_t *len, uint32_t max) {
+  struct stat st;
+  *len = 0;
+  if (fd < 0 || fstat(fd, &st) < 0 || st.st_size <= 0) return NULL;
+  uint32_t n = st.st_size > (off_t)max ? max : (uint32_t)st.st_size;
+  char *b = malloc(n);
+  if (!b) return NULL;
+  ssize_t r = pread(fd, b, n, 0);
+  *len = r > 0 ? (uint32_t)r : 0;
+  return b;
+}
+
+static void job_text(struct job *j, const char *buf, size_t n) {
+  size_t room = SERVE_TEXT - j->got;
+  if (n > room) n = room;
+  memcpy(j->text + j->got, buf, n);
+  j->got += (uint32_t)n;
+}
+
+static void drain(struct job *j) {
+  char tmp[4096];
+  for (;;) {
+    if (j->sock_eof) return;
+    ssize_t r = recv(j->sock, tmp, sizeof tmp, MSG_DONTWAIT);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) j->sock_eof = 1;
+    if (r <= 0) return;
+    job_text(j, tmp, (size_t)r);
+  }
+}
+
+static void finish_job(int k) {
+  struct job *j = &jobs[k];
+  int ws = 0;
+  /* Nothing of a job outlives it: what the plan left in its group (a plugin's stray children) is
+   * killed while the exited child is still unreaped, so its pid (the group's id) cannot be reused. */
+  kill(-j->pid, SIGKILL);
+  while (waitpid(j->pid, &ws, 0) < 0 && errno == EINTR) {
+  }
+  int32_t status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+  drain(j);
+  uint32_t olen = 0, elen = 0;
+  char *out = slurp(j->out, &olen, SERVE_OUT), *err = slurp(j->err, &elen, SERVE_TEXT);
+  uint32_t head[5] = {16 + olen + elen + j->got, j->id, (uint32_t)status, olen, elen};
+  write_all(1, (const char *)head, sizeof head, "reply");
+  if (olen) write_all(1, out, olen, "reply");
+  if (elen) write_all(1, err, elen, "reply");
+  if (j->got) write_all(1, j->text, j->got, "reply");
+  free(out);
+  free(err);
+  free(j->text);
+  close(j->pidfd);
+  close(j->sock);
+  if (j->out >= 0) close(j->out);
+  if (j->err >= 0) close(j->err);
+  jobs[k] = jobs[--njobs];
+}
+
+static void reply_failure(uint32_t id, const char *what) {
+  char text[256];
+  int n = snprintf(text, sizeof text, "corral-exec --serve: %s: %s\n", what, strerror(errno));
+  uint32_t head[5] = {16 + (uint32_t)n, id, 2, 0, 0};
+  write_all(1, (const char *)head, sizeof head, "reply");
+  write_all(1, text, (size_t)n, "reply");
+}
+
+static int memfd_with(const char *name, const uint8_t *data, uint32_t n) {
+  int fd = memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  for (uint32_t done = 0; done < n;) {
+    ssize_t w = write(fd, data + done, n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return close(fd), -1;
+    done += (uint32_t)w;
+  }
+  if (lseek(fd, 0, SEEK_SET) < 0) return close(fd), -1;
+  return fd;
+}
+
+static void start_job(uint32_t id, uint32_t flags, const uint8_t *in, uint32_t inlen, uint8_t *plan, uint32_t plen) {
+  int sv[2], infd = -1, out = -1, err = -1;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) return reply_failure(id, "socketpair");
+  if (flags & REQ_CAPTURE) {
+    infd = memfd_with("stdin", in, inlen);
+    out = memfd_with("stdout", NULL, 0);
+    err = memfd_with("stderr", NULL, 0);
+    if (infd < 0 || out < 0 || err < 0) {
+      reply_failure(id, "memfd");
+      close(sv[0]), close(sv[1]), close(infd), close(out), close(err);
+      return;
+    }
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    for (int k = 0; k < njobs; k++) { /* another job's ends would keep it from finishing */
+      close(jobs[k].sock), close(jobs[k].pidfd);
+      if (jobs[k].out >= 0) close(jobs[k].out);
+      if (jobs[k].err >= 0) close(jobs[k].err);
+    }
+    close(sv[0]);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || dup2(infd >= 0 ? infd : null, 0) < 0 || dup2(out >= 0 ? out : null, 1) < 0 ||
+        dup2(err >= 0 ? err : sv[1], 2) < 0)
+      _exit(2);
+    signal(SIGPIPE, SIG_DFL);
+    sync_fd = sv[1];
+    pstart = pp = plan;
+    pend = plan + plen;
+    uint32_t n;
+    struct op *ops = decode_plan(&n);
+    for (uint32_t k = 0; k < n; k++) {
+      cur_op = (int)k;
+      OPS[ops[k].code - 1].fn(ops[k].a);
+    }
+    _exit(0);
+  }
+  int e = errno;
+  close(sv[1]);
+  if (infd >= 0) close(infd);
+  int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+  char *text = malloc(SERVE_TEXT);
+  if (pid < 0 || pidfd < 0 || !text) {
+    if (pid > 0) {
+      kill(-pid, SIGKILL);
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+      }
+    }
+    errno = pid < 0 ? e : errno;
+    reply_failure(id, pid < 0 ? "fork" : "pidfd_open");
+    free(text), close(sv[0]);
+    if (pidfd >= 0) close(pidfd);
+    if (out >= 0) close(out);
+    if (err >= 0) close(err);
+    return;
+  }
+  fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  jobs[njobs++] = (struct job){.id = id, .pid = pid, .pidfd = pidfd, .sock = sv[0], .out = out, .err = err, .text = text};
+}
+
+/* One request from stdin; 0 at EOF. */
+static int read_request(void) {
+  uint32_t head[4];
+  if (read_full(0, head, 4) < 0) return 0;
+  uint32_t len = head[0];
+  if (len < 12 || len > MAX_PLAN + 12 + MAX_PLAN) {
+    fprintf(stderr, "corral-exec --serve: request of %u bytes\n", len);
+    exit(2);
+  }
+  uint8_t *buf = malloc(len);
+  if (!buf || read_full(0, buf, len) < 0) exit(2);
+  memcpy(&head[1], buf, 12);
+  uint32_t id = head[1], flags = head[2], inlen = head[3];
+  if (inlen > len - 12) {
+    fprintf(stderr, "corral-exec --serve: request %u: stdin of %u bytes exceeds the request\n", id, inlen);
+    exit(2);
+  }
+  if (flags & REQ_KILL) {
+    for (int k = 0; k < njobs; k++)
+      if (jobs[k].id == id) kill(-jobs[k].pid, SIGKILL), kill(jobs[k].pid, SIGKILL);
+  } else {
+    start_job(id, flags, buf + 12, inlen, buf + 12 + inlen, len - 12 - inlen);
+  }
+  free(buf);
+  return 1;
+}
+
+static __attribute__((noreturn)) void serve(void) {
+  signal(SIGPIPE, SIG_IGN);
+  int open_in = 1;
+  for (;;) {
+    if (!open_in && njobs == 0) exit(0);
+    struct pollfd pf[1 + 2 * SERVE_MAX];
+    int n = 0;
+    int in_slot = open_in && njobs < SERVE_MAX ? n++ : -1;
+    if (in_slot >= 0) pf[in_slot] = (struct pollfd){.fd = 0, .events = POLLIN};
+    int base = n;
+    for (int k = 0; k < njobs; k++) {
+      pf[n++] = (struct pollfd){.fd = jobs[k].sock_eof ? -1 : jobs[k].sock, .events = POLLIN};
+      pf[n++] = (struct pollfd){.fd = jobs[k].pidfd, .events = POLLIN};
+    }
+    if (poll(pf, (nfds_t)n, -1) < 0) {
+      if (errno == EINTR) continue;
+      fprintf(stderr, "corral-exec --serve: poll: %s\n", strerror(errno));
+      exit(2);
+    }
+    /* jobs first (from the end: finishing one moves the last into its slot) */
+    for (int k = njobs - 1; k >= 0; k--) {
+      if (pf[base + 2 * k].revents) drain(&jobs[k]);
+      if (pf[base + 2 * k + 1].revents) finish_job(k);
+    }
+    if (in_slot >= 0 && pf[in_slot].revents && !read_request()) open_in = 0;
+  }
+}
+
 int main(int argc, char **argv) {
+  if (argc == 2 && !strcmp(argv[1], "--serve")) {
+    ensure_sealed_memfd(argv);
+    signal(SIGCHLD, SIG_DFL);
+    serve();
+  }
   if (argc != 3) {
-    fprintf(stderr, "usage: corral-exec <plan-fd> <sync-fd>\n");
+    fprintf(stderr, "usage: corral-exec <plan-fd> <sync-fd>\n       corral-exec --serve\n");
     return 2;
   }
   int plan_fd = parse_fd(argv[1]);

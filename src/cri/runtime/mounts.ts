@@ -2,15 +2,18 @@
  * Host mounts the runtime service owns: pinned namespace files (bind mounts of
  * /proc/self/ns/* made by the C executor in a short-lived child that unshared only
  * NEWNET|NEWIPC|NEWUTS, so the binds land in the host mount namespace), the pod's /dev/shm
- * tmpfs and the container rootfs snapshots.
+ * tmpfs and the container rootfs snapshots. Every mount and unmount is a plan run by the
+ * process's plan server (a long-lived `corral-exec --serve`), not a mount(8) process.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InternalError, fromErrno } from '../../errors.ts';
-import { startExecutor } from '../../oci/runtime/executor.ts';
+import { InternalError } from '../../errors.ts';
+import { hostPlans } from '../../oci/runtime/plan-server.ts';
 import { CLONE, MS, type Op } from '../../oci/plan/ops.ts';
+import { parseMountOptions } from '../../oci/spec/mount-options.ts';
 import type { Mount as SnapshotMount } from '../../image/snapshot/snapshotter.ts';
-import { run } from './proc.ts';
+
+const MNT_DETACH = 2;
 
 export type PinnedNs = 'net' | 'ipc' | 'uts';
 
@@ -28,26 +31,33 @@ export function isMountPoint(path: string): boolean {
   return mountPoints().includes(path);
 }
 
+const umountOp = (path: string, flags = 0): Op => ({ op: 'umount', path, flags, missingOk: true, origin: `unmount ${path}` });
+
 /** Unmount every mount stacked at `path` (lazy as a last resort); no-op when nothing is mounted. */
 export async function unmountAll(path: string): Promise<void> {
   for (let i = 0; i < 16 && isMountPoint(path); i++) {
-    const r = await run('umount', [path]);
-    if (r.code !== 0 && isMountPoint(path)) {
-      const l = await run('umount', ['-l', path]);
-      if (l.code !== 0 && isMountPoint(path)) throw new InternalError(`unmount ${path}: ${r.stderr.toString().trim()}`);
+    try {
+      await hostPlans().run({ ops: [umountOp(path)] });
+    } catch (e) {
+      if (!isMountPoint(path)) continue;
+      try {
+        await hostPlans().run({ ops: [umountOp(path, MNT_DETACH)] });
+      } catch {
+        if (isMountPoint(path)) throw new InternalError(`unmount ${path}: ${(e as Error).message}`);
+      }
     }
   }
 }
 
 /**
- * Unmount several paths with one `umount` run (what is not mounted is skipped), then
- * `unmountAll` on any that is still mounted (stacked mounts, busy ones: lazy).
+ * Unmount several paths with one plan (what is not mounted is skipped), then `unmountAll` on any
+ * that is still mounted (stacked mounts, busy ones: lazy).
  */
 export async function unmountMany(paths: string[]): Promise<void> {
   const mounted = new Set(mountPoints());
   const todo = [...new Set(paths)].filter((p) => mounted.has(p));
   if (todo.length === 0) return;
-  await run('umount', todo);
+  await hostPlans().run({ ops: todo.map((p) => umountOp(p)) }).catch(() => { /* what is left is retried one by one */ });
   const still = new Set(mountPoints());
   for (const p of todo) if (still.has(p)) await unmountAll(p);
 }
@@ -90,20 +100,12 @@ export async function pinNamespaces(req: PinRequest): Promise<Partial<Record<Pin
     mkdirSync(req.tmpfs.target, { recursive: true, mode: 0o1777 });
     ops.push({ op: 'mount', source: 'shm', target: req.tmpfs.target, fstype: 'tmpfs', flags: req.tmpfs.flags, data: req.tmpfs.data, extra: 0, origin: `tmpfs on ${req.tmpfs.target}` });
   }
-  const ex = startExecutor({ plan: { ops }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  ex.launcher.stderr?.on('data', (d) => (stderr += String(d)));
   try {
-    await ex.waitExec();
-    const exit = await ex.launcherExit();
-    if (exit.code !== 0) throw new InternalError(`pinning the pod namespaces: the executor exited with ${exit.code ?? exit.signal}${stderr ? `: ${stderr.trim()}` : ''}`);
+    await hostPlans().run({ ops });
   } catch (e) {
-    await ex.launcherExit().catch(() => {});
     if (req.tmpfs) await unmountAll(req.tmpfs.target).catch(() => {});
     await unpinNamespaces(req.dir);
-    throw e;
-  } finally {
-    ex.close();
+    throw new InternalError(`pinning the pod namespaces: ${(e as Error).message}`);
   }
   return paths;
 }
@@ -122,24 +124,31 @@ export async function unpinNamespaces(dir: string, alsoUnmount: string[] = []): 
 
 export async function mountTmpfs(target: string, options: string): Promise<void> {
   mkdirSync(target, { recursive: true, mode: 0o1777 });
-  const r = await run('mount', ['-t', 'tmpfs', '-o', options, 'shm', target]);
-  if (r.code !== 0) throw new InternalError(`mount tmpfs on ${target}: ${r.stderr.toString().trim()}`);
+  const o = parseMountOptions(options.split(',').filter(Boolean));
+  await hostPlans().run({ ops: [{ op: 'mount', source: 'shm', target, fstype: 'tmpfs', flags: o.flags, data: o.data, extra: 0, origin: `tmpfs on ${target}` }] });
 }
 
-/**
- * Mount a snapshot's descriptions at `target` (created), with mount(8) like
- * src/image/snapshot/mount.ts mountAll, but without blocking the event loop meanwhile.
- */
+/** Mount a snapshot's descriptions at `target` (created): one plan, run by the plan server. */
 export async function mountSnapshot(mounts: SnapshotMount[], target: string): Promise<void> {
   mkdirSync(target, { recursive: true, mode: 0o755 });
+  const ops: Op[] = [];
   for (const m of mounts) {
-    const args = m.type === 'bind' ? ['--bind', '-o', m.options.filter((o) => o !== 'rbind').join(','), m.source, target] : ['-t', m.type, m.source, '-o', m.options.join(','), target];
-    const r = await run('mount', args, { cwd: m.cwd });
-    if (r.code !== 0) throw fromErrno('EINVAL', `mount ${m.type} on ${target}`, r.stderr.toString().trim());
-    if (m.type === 'bind' && m.options.includes('ro')) {
-      const r2 = await run('mount', ['-o', 'remount,bind,ro', target]);
-      if (r2.code !== 0) throw fromErrno('EINVAL', `remount ${target} read-only`, r2.stderr.toString().trim());
+    const o = parseMountOptions(m.options);
+    const origin = `mount ${m.type} snapshot on ${target}`;
+    if (m.cwd) ops.push({ op: 'chdir', path: m.cwd, origin: `${origin} (relative layer paths)` });
+    if (m.type === 'bind' || o.bind) {
+      const bind = MS.BIND | (o.recursive ? MS.REC : 0);
+      ops.push({ op: 'mount', source: m.source, target, fstype: '', flags: bind, data: '', extra: 0, origin });
+      if (o.flags & MS.RDONLY) ops.push({ op: 'mount', source: '', target, fstype: '', flags: MS.REMOUNT | MS.BIND | o.flags, data: '', extra: 0, origin: `${origin} (read-only)` });
+    } else {
+      ops.push({ op: 'mount', source: m.source, target, fstype: m.type, flags: o.flags, data: o.data, extra: 0, origin });
     }
+  }
+  try {
+    await hostPlans().run({ ops });
+  } catch (e) {
+    await unmountAll(target).catch(() => {});
+    throw e;
   }
 }
 

@@ -6,7 +6,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { InternalError, NotFoundError, DeadlineExceededError, fromNodeError } from '../../errors.ts';
 import type { Process } from '../../oci/spec/types.ts';
-import { run, runOk, pidAlive } from './proc.ts';
+import { run, pidAlive, type RunOptions, type RunResult } from './proc.ts';
+import type { BuiltinOci } from './builtin-oci.ts';
 
 export interface OciState {
   id: string;
@@ -18,27 +19,46 @@ export interface OciState {
 export class OciRuntime {
   readonly path: string;
   readonly root: string;
+  /** Set for the built-in handler: its verbs (not exec) run in this process. */
+  readonly builtin: BuiltinOci | null;
 
-  constructor(path: string, root: string) {
+  constructor(path: string, root: string, builtin: BuiltinOci | null = null) {
     this.path = path;
     this.root = root;
+    this.builtin = builtin;
   }
 
   private args(verb: string, ...rest: string[]): string[] {
     return ['--root', this.root, verb, ...rest];
   }
 
+  /** One verb that starts no process of its own: in-process for the built-in handler, else the CLI. */
+  private verb(args: string[], opts: RunOptions): Promise<RunResult> {
+    return this.builtin ? this.builtin.run(args) : run(this.path, args, opts);
+  }
+
+  /** `verb`, requiring exit 0; the error names the verb and carries the runtime's last stderr lines. */
+  private async verbOk(args: string[], what: string, opts: RunOptions): Promise<RunResult> {
+    const r = await this.verb(args, opts);
+    if (r.timedOut) throw new DeadlineExceededError(`${what}: ${this.path} did not finish within ${opts.timeoutMs} ms`);
+    if (r.code !== 0) {
+      const msg = r.stderr.toString().trim().split('\n').filter(Boolean).slice(-3).join('; ');
+      throw new InternalError(`${what}: ${this.path} ${args[2] ?? ''} exited with ${r.code ?? r.signal}${msg ? `: ${msg}` : ''}`);
+    }
+    return r;
+  }
+
   async start(id: string): Promise<void> {
-    await runOk(this.path, this.args('start', id), `start container ${id}`, { timeoutMs: 60_000 });
+    await this.verbOk(this.args('start', id), `start container ${id}`, { timeoutMs: 60_000 });
   }
 
   async kill(id: string, signal: string, all = false): Promise<void> {
-    await runOk(this.path, this.args('kill', ...(all ? ['--all'] : []), id, signal.replace(/^SIG/, '')), `signal container ${id}`, { timeoutMs: 30_000 });
+    await this.verbOk(this.args('kill', ...(all ? ['--all'] : []), id, signal.replace(/^SIG/, '')), `signal container ${id}`, { timeoutMs: 30_000 });
   }
 
   /** Delete (force: kill first); a container the runtime does not know is already gone. */
   async delete(id: string, force = true): Promise<void> {
-    const r = await run(this.path, this.args('delete', ...(force ? ['--force'] : []), id), { timeoutMs: 60_000 });
+    const r = await this.verb(this.args('delete', ...(force ? ['--force'] : []), id), { timeoutMs: 60_000 });
     if (r.code === 0) return;
     const err = r.stderr.toString();
     if (/does not exist|not found|no such/i.test(err)) return;
@@ -46,7 +66,7 @@ export class OciRuntime {
   }
 
   async state(id: string): Promise<OciState | null> {
-    const r = await run(this.path, this.args('state', id), { timeoutMs: 30_000 });
+    const r = await this.verb(this.args('state', id), { timeoutMs: 30_000 });
     if (r.code !== 0) {
       if (/does not exist|not found|no such/i.test(r.stderr.toString())) return null;
       throw new InternalError(`state of container ${id}: ${r.stderr.toString().trim()}`);
@@ -55,7 +75,7 @@ export class OciRuntime {
   }
 
   async update(id: string, resourcesFile: string): Promise<string> {
-    const r = await runOk(this.path, this.args('update', '--resources', resourcesFile, id), `update resources of container ${id}`, { timeoutMs: 30_000 });
+    const r = await this.verbOk(this.args('update', '--resources', resourcesFile, id), `update resources of container ${id}`, { timeoutMs: 30_000 });
     return r.stderr.toString();
   }
 

@@ -59,17 +59,6 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
   });
 }
 
-/** Run and require exit 0; the error names the command and carries its stderr. */
-export async function runOk(cmd: string, args: string[], what: string, opts: RunOptions = {}): Promise<RunResult> {
-  const r = await run(cmd, args, opts);
-  if (r.timedOut) throw new DeadlineExceededError(`${what}: ${cmd} did not finish within ${opts.timeoutMs} ms`);
-  if (r.code !== 0) {
-    const msg = r.stderr.toString().trim().split('\n').filter(Boolean).slice(-3).join('; ');
-    throw new InternalError(`${what}: ${cmd} ${args[0] ?? ''} exited with ${r.code ?? r.signal}${msg ? `: ${msg}` : ''}`);
-  }
-  return r;
-}
-
 export function pidAlive(pid: number | undefined): boolean {
   if (!pid) return false;
   try {

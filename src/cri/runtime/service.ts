@@ -4,7 +4,7 @@
  * supervised by conmon so they outlive the daemon). Every create records what it acquired
  * before acquiring it (./store.ts) and undoes all of it on failure, now or at the next start.
  */
-import { copyFileSync, renameSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, openSync, writeSync, closeSync, constants as fsc } from 'node:fs';
+import { copyFileSync, renameSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, openSync, writeSync, closeSync, watch, constants as fsc, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import {
   AlreadyExistsError, CorralError, FailedPreconditionError, InvalidArgumentError, NotFoundError,
@@ -16,6 +16,9 @@ import type { Reply, RuntimeServiceImpl } from '../server.ts';
 import type * as T from '../types.gen.ts';
 import type { ImageService } from '../../image/service.ts';
 import { CniRuntime, type DelRequest, type PodAttachment } from '../../cni/network.ts';
+import type { PluginRunner } from '../../cni/invoke.ts';
+import { hostPlans } from '../../oci/runtime/plan-server.ts';
+import { constants as osConstants } from 'node:os';
 import { defaultNetworkConfig, podAttachments } from '../../cni/default.ts';
 import { loadConfigDir } from '../../cni/config.ts';
 import { sandboxAddresses } from '../../cni/result.ts';
@@ -27,6 +30,7 @@ import { buildContainerSpec, criResources, type ImageRuntimeConfig, type PidName
 import { hostsFile, resolvConf, sysctlNamespace, validateHostname } from '../spec/sandbox-files.ts';
 import { RuntimeStore, newId, nowNs, type ContainerRecord, type SandboxRecord } from './store.ts';
 import { OciRuntime, startConmon } from './oci.ts';
+import { BuiltinOci } from './builtin-oci.ts';
 import { ensureDir, mountSnapshot, pinNamespaces, unmountAll, unpinNamespaces, type PinnedNs } from './mounts.ts';
 import { runtimePaths, type RuntimePaths } from './paths.ts';
 import { pidAlive, run, sleep } from './proc.ts';
@@ -47,7 +51,20 @@ export interface RuntimeServiceOptions {
   /** How often running containers are checked for exits (events); 0 = never. */
   pollMs?: number;
   onRunningCount?: (n: number) => void;
+  /**
+   * For a handler that is this build's corral-oci: host its server here and run its verbs in this
+   * process (builtin-oci.ts). Default true; false always runs the handler's executable.
+   */
+  inProcessHandler?: boolean;
 }
+
+const SIGNAL_NAMES: Record<number, string> = Object.fromEntries(Object.entries(osConstants.signals).map(([k, v]) => [v, k]));
+
+/** CNI plugins run through the plan server: a fork of the small executor, not of this process. */
+const pluginViaPlanServer: PluginRunner = async (path, env, stdin, timeoutMs) => {
+  const r = await hostPlans().exec({ path, args: [], env, stdin, timeoutMs });
+  return { code: r.code, signal: r.signal === null ? null : SIGNAL_NAMES[r.signal] ?? `SIG${r.signal}`, stdout: r.stdout.toString('utf8'), stderr: r.stderr, timedOut: r.timedOut };
+};
 
 const int = (v: string | number | null | undefined): number => (v === undefined || v === null || v === '' ? 0 : Number(v));
 const nsOfMtime = (p: string): string => (statSync(p, { bigint: true }).mtimeNs).toString();
@@ -76,6 +93,10 @@ export class CriRuntimeService {
   private timer: NodeJS.Timeout | null = null;
   /** Per-object serialisation of mutating calls. */
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly builtins = new Map<string, BuiltinOci | null>();
+  private exitWatcher: FSWatcher | null = null;
+  /** Woken when conmon writes the exit file named by the key (a container id). */
+  private readonly exitWaiters = new Map<string, Set<() => void>>();
 
   constructor(o: RuntimeServiceOptions) {
     this.o = o;
@@ -83,7 +104,7 @@ export class CriRuntimeService {
     this.paths = runtimePaths(o.config.state_dir, o.config.root_dir);
     for (const d of [this.paths.sandboxes, this.paths.ns, this.paths.containers, this.paths.exits, this.paths.sockets, this.paths.runtimes, this.paths.tmp]) ensureDir(d);
     this.store = new RuntimeStore(this.paths.store);
-    this.cni = new CniRuntime({ pluginDirs: o.config.cni.bin_dirs, cacheDir: this.paths.cniCache });
+    this.cni = new CniRuntime({ pluginDirs: o.config.cni.bin_dirs, cacheDir: this.paths.cniCache, runner: pluginViaPlanServer });
     this.conmon = o.conmonPath ?? '/usr/bin/conmon';
     this.cgroupV2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
   }
@@ -92,6 +113,8 @@ export class CriRuntimeService {
 
   /** Roll back half-created objects, record exits that happened while we were down. */
   async recover(): Promise<void> {
+    // the built-in handler's server is up before the first container (conmon would find none)
+    for (const h of Object.values(this.o.config.runtime_handlers)) this.builtinFor(h.path);
     for (const c of this.store.allContainers()) {
       if (c.phase === 'creating') {
         this.log.warn('rolling back a container left half-created', { id: c.id });
@@ -107,6 +130,7 @@ export class CriRuntimeService {
         this.store.saveSandbox(s);
       }
     }
+    this.watchExits();
     const poll = this.o.pollMs ?? 1000;
     if (poll > 0) {
       this.timer = setInterval(() => {
@@ -122,9 +146,13 @@ export class CriRuntimeService {
     this.o.events = events;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.exitWatcher?.close();
+    this.exitWatcher = null;
+    await Promise.all([...this.builtins.values()].map((b) => b?.close()));
+    this.builtins.clear();
   }
 
   private async locked<R>(key: string, fn: () => Promise<R>): Promise<R> {
@@ -142,11 +170,23 @@ export class CriRuntimeService {
     const name = handler || this.o.config.default_runtime_handler;
     const h = this.o.config.runtime_handlers[name];
     if (!h) throw new NotFoundError(`runtime handler ${JSON.stringify(name)} is not configured (have: ${Object.keys(this.o.config.runtime_handlers).join(', ')})`);
-    return { name, rt: new OciRuntime(h.path, join(this.paths.runtimes, name)) };
+    return { name, rt: new OciRuntime(h.path, join(this.paths.runtimes, name), this.builtinFor(h.path)) };
   }
 
   private rtOf(c: ContainerRecord): OciRuntime {
-    return new OciRuntime(c.runtimePath, c.runtimeRoot);
+    return new OciRuntime(c.runtimePath, c.runtimeRoot, this.builtinFor(c.runtimePath));
+  }
+
+  /** The built-in handler behind `path` (cached; null for runc, crun, other builds), hosted from here. */
+  private builtinFor(path: string): BuiltinOci | null {
+    if (this.o.inProcessHandler === false) return null;
+    let b = this.builtins.get(path);
+    if (b === undefined) {
+      b = BuiltinOci.for(path, this.log);
+      this.builtins.set(path, b);
+      void b?.host();
+    }
+    return b;
   }
 
   private async network(): Promise<NetworkConfigList> {
@@ -440,8 +480,12 @@ export class CriRuntimeService {
     await this.locked(s0.id, async () => {
       const s = this.store.findSandbox(s0.id);
       if (!s) return;
-      for (const c of this.store.containersOf(s.id)) if (!c.infra) await this.stopContainerRecord(c, 0);
-      await this.teardownSandbox(s, false);
+      // The containers are killed while the network is torn down (most of the time is CNI DEL):
+      // the pod stops either way, and a failure of either is still reported.
+      const apps = this.store.containersOf(s.id).filter((c) => !c.infra);
+      const [stopped, torn] = await Promise.allSettled([Promise.all(apps.map((c) => this.stopContainerRecord(c, 0))), this.teardownSandbox(s, false)]);
+      if (stopped.status === 'rejected') throw stopped.reason;
+      if (torn.status === 'rejected') throw torn.reason;
       if (s.phase !== 'notready') {
         s.phase = 'notready';
         this.store.saveSandbox(s);
@@ -456,7 +500,7 @@ export class CriRuntimeService {
     await this.locked(s0.id, async () => {
       const s = this.store.findSandbox(s0.id);
       if (!s) return;
-      for (const c of this.store.containersOf(s.id)) if (!c.infra) await this.removeContainerRecord(c);
+      await Promise.all(this.store.containersOf(s.id).filter((c) => !c.infra).map((c) => this.removeContainerRecord(c)));
       await this.teardownSandbox(s, true);
     });
   }
@@ -724,13 +768,55 @@ export class CriRuntimeService {
     return true;
   }
 
+  /**
+   * Exits are noticed when conmon writes the exit file (inotify on the exits dir), so waiting for a
+   * stop costs no polling and container events go out at once; the 1 s poll stays as a fallback.
+   */
+  private watchExits(): void {
+    if (this.exitWatcher) return;
+    try {
+      this.exitWatcher = watch(this.paths.exits, { persistent: false }, (_event, name) => {
+        if (!name) return;
+        const id = String(name);
+        const waiters = this.exitWaiters.get(id);
+        if (waiters) for (const wake of waiters) wake();
+        const c = this.store.rawContainer(id);
+        if (c && (c.phase === 'running' || c.phase === 'created')) this.refresh(c);
+      });
+      this.exitWatcher.on('error', (e) => {
+        this.log.warn('watching container exit files failed; exits are polled', { error: String(e) });
+        this.exitWatcher?.close();
+        this.exitWatcher = null;
+      });
+    } catch (e) {
+      this.log.warn('cannot watch container exit files; exits are polled', { dir: this.paths.exits, error: String(e) });
+    }
+  }
+
+  /** Resolves when the exit file of `id` changes, or after `ms`. */
+  private exitFileChange(id: string, ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let set = this.exitWaiters.get(id);
+      if (!set) this.exitWaiters.set(id, (set = new Set()));
+      const wake = () => {
+        clearTimeout(timer);
+        set!.delete(wake);
+        if (set!.size === 0 && this.exitWaiters.get(id) === set) this.exitWaiters.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      set.add(wake);
+    });
+  }
+
   private async waitExit(c: ContainerRecord, ms: number): Promise<boolean> {
-    // conmon writes the exit file within a few ms of a SIGKILL: poll fast first, then back off to 50 ms.
     const end = Date.now() + ms;
+    // without the watcher, poll fast first (conmon writes the file within ms of a SIGKILL), then back off
     let delay = 1;
     while (Date.now() < end) {
       if (this.refresh(c)) return true;
-      await sleep(Math.min(delay, Math.max(1, end - Date.now())));
+      const wait = Math.max(1, Math.min(this.exitWatcher ? 50 : delay, end - Date.now()));
+      await this.exitFileChange(c.id, wait);
       delay = Math.min(delay * 2, 50);
     }
     return this.refresh(c);

@@ -61,6 +61,7 @@ export const OP_TABLE: ReadonlyArray<readonly [OpName, ReadonlyArray<readonly [s
   ['attachDeviceFilter', [['cgroupDir', 's'], ['program', 'd']]],
   ['mkfifo', [['path', 's'], ['mode', 'i']]],
   ['chroot', [['path', 's']]],
+  ['umount', [['path', 's'], ['flags', 'i'], ['missingOk', 'b']]],
 ];
 
 const opcodes = new Map<string, number>(OP_TABLE.map(([name], i) => [name, i + 1]));

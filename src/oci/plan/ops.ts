@@ -161,7 +161,9 @@ export type Op =
   /** mkfifo(path) then chmod(path, mode); fails if it exists. */
   | { op: 'mkfifo'; path: string; mode: number; origin?: string }
   /** Without a mount namespace: chdir(path); chroot("."); chdir("/") — the mount tree is left alone. */
-  | { op: 'chroot'; path: string; origin?: string };
+  | { op: 'chroot'; path: string; origin?: string }
+  /** umount2(path, flags); with missingOk, EINVAL (not a mount point) and ENOENT are not failures. */
+  | { op: 'umount'; path: string; flags: number; missingOk: boolean; origin?: string };
 
 export type OpName = Op['op'];
 
