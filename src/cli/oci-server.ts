@@ -403,7 +403,7 @@ export async function serve(sockPath: string): Promise<void> {
     log('another server already listens; exiting');
     process.exit(0);
   }
-  const leaveCgroup = enterOwnCgroup(`corral-oci-server-${basename(sockPath, '.sock')}`, log);
+  const leaveCgroup = await enterOwnCgroup(`corral-oci-server-${basename(sockPath, '.sock')}`, log);
   const server = new OciServer(sockPath);
   let idleTimer: NodeJS.Timeout | undefined;
   let stopping = false;

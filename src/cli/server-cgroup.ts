@@ -8,12 +8,12 @@ import { rmdirSync, writeFileSync } from 'node:fs';
 import { createCgroupManager } from '../oci/cgroups/index.ts';
 import type { CgroupManager } from '../oci/cgroups/index.ts';
 
-export function enterOwnCgroup(name: string, log: (m: string) => void): () => void {
+export async function enterOwnCgroup(name: string, log: (m: string) => void): Promise<() => void> {
   let cg: CgroupManager;
   try {
     cg = createCgroupManager({ cgroupsPath: `/${name}`, warn: () => {} });
     cg.create();
-    cg.apply(process.pid);
+    await cg.apply(process.pid);
   } catch (e) {
     log(`staying in the caller's cgroup: ${(e as Error).message}`);
     return () => {};

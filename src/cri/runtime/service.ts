@@ -6,6 +6,7 @@
  */
 import { copyFileSync, renameSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, openSync, writeSync, closeSync, watch, constants as fsc, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import {
   AlreadyExistsError, CorralError, FailedPreconditionError, InvalidArgumentError, NotFoundError,
 } from '../../errors.ts';
@@ -330,7 +331,7 @@ export class CriRuntimeService {
       ph.mark('pin+shm');
       if (!hostNetwork) {
         s.cniStarted = true;
-        this.store.saveSandbox(s);
+        this.store.saveSandbox(s, true); // CNI allocations outlive a reboot: this one is synced
         const net = await this.network();
         ph.mark('cniConfig');
         const portMappings: CniPortMapping[] = cfg.port_mappings
@@ -414,7 +415,7 @@ export class CriRuntimeService {
       }
       if (s.cgroupCreated) await step('remove pod cgroup', () => createCgroupManager({ cgroupsPath: s.cgroupParent, warn: () => {} }).destroy());
       if (errors.length === 0) {
-        rmSync(s.dir, { recursive: true, force: true });
+        await rm(s.dir, { recursive: true, force: true });
         this.store.deleteSandbox(s.id);
       }
     }
@@ -631,7 +632,7 @@ export class CriRuntimeService {
       if (logPath) mkdirSync(join(logPath, '..'), { recursive: true });
       const snapshotKey = `corral-container-${id}`;
       c.snapshotKey = snapshotKey;
-      this.store.saveContainer(c);
+      this.store.saveContainer(c, true); // the snapshot outlives a reboot: this one is synced
       // Under the store lock: a `corral` CLI process sharing the store may be collecting garbage.
       c.snapshotMounts = await this.o.images.withStoreLock(() => this.o.images.snapshotter.prepare(snapshotKey, image.chainId || undefined, { 'corral.io/container': id }));
       ph.mark('snapshot prepare');
@@ -688,9 +689,7 @@ export class CriRuntimeService {
     // The OCI runtime removed the container's cgroup; a leftover one (crash) is removed here.
     const cg = createCgroupManager({ cgroupsPath: c.cgroupsPath, warn: () => {} });
     if (cg.exists()) await cg.destroy();
-    rmSync(c.bundle, { recursive: true, force: true });
-    rmSync(c.exitFile, { force: true });
-    rmSync(join(this.paths.sockets, c.id), { recursive: true, force: true });
+    await Promise.all([c.bundle, c.exitFile, join(this.paths.sockets, c.id)].map((p) => rm(p, { recursive: true, force: true })));
     this.store.deleteContainer(c.id);
     ph.mark('cleanup');
     ph.log(this.log, 'destroy container', { id: c.id });

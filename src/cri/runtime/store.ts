@@ -1,9 +1,15 @@
 /**
  * Persistent sandbox and container records: one JSON file per object under
  * <root_dir>/runtime/{sandboxes,containers}/<id>.json, written atomically (temp file +
- * rename + fsync). A record is written *before* the first side effect of a create with
+ * rename). A record is written *before* the first side effect of a create with
  * phase "creating" and lists every resource as it is acquired, so a daemon that dies
  * part-way can roll the half-created object back on its next start.
+ *
+ * Durability: the rename alone survives any crash of the daemon. A power loss or kernel crash
+ * also ends every pod and container, and what they held in memory, mounts, cgroups and
+ * namespaces with them; what survives a reboot is on disk: CNI allocations and snapshots. So a
+ * save is synced to disk (`durable`) right before those are acquired, and the others are not
+ * (a sync costs about a millisecond of the daemon's thread on ext4, several times per RPC).
  *
  * This is also the query surface for the streaming backend and the CLI:
  * `store.container(id)` gives the OCI runtime id, runtime binary and root, bundle, log
@@ -116,12 +122,12 @@ export function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n).toString();
 }
 
-function atomicWrite(path: string, data: string): void {
+function atomicWrite(path: string, data: string, durable: boolean): void {
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w', 0o600);
   try {
     writeSync(fd, data);
-    fsyncSync(fd);
+    if (durable) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
@@ -155,12 +161,13 @@ export class RuntimeStore {
     }
   }
 
-  saveSandbox(s: SandboxRecord): void {
-    atomicWrite(join(this.dir, 'sandboxes', `${s.id}.json`), JSON.stringify(s));
+  /** `durable`: synced to disk before returning (see the top of this file for when). */
+  saveSandbox(s: SandboxRecord, durable = false): void {
+    atomicWrite(join(this.dir, 'sandboxes', `${s.id}.json`), JSON.stringify(s), durable);
     this.sandboxes.set(s.id, s);
   }
-  saveContainer(c: ContainerRecord): void {
-    atomicWrite(join(this.dir, 'containers', `${c.id}.json`), JSON.stringify(c));
+  saveContainer(c: ContainerRecord, durable = false): void {
+    atomicWrite(join(this.dir, 'containers', `${c.id}.json`), JSON.stringify(c), durable);
     this.containers.set(c.id, c);
   }
   deleteSandbox(id: string): void {

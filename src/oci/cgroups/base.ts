@@ -46,7 +46,7 @@ export abstract class BaseManager implements CgroupManager {
 
   abstract dirs(): string[];
   abstract create(): void;
-  abstract apply(pid: number): void;
+  abstract apply(pid: number): Promise<void>;
   abstract set(resources: LinuxResources): SetResult;
   abstract thaw(): void;
   abstract state(): CgroupState;

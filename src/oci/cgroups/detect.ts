@@ -217,6 +217,19 @@ export function findCgroupMounts(opts: { root?: string; procfs?: string } = {}):
   const procfs = opts.procfs ?? DEFAULT_PROCFS;
   const root = opts.root ?? DEFAULT_CGROUP_ROOT;
   const custom = opts.root !== undefined && path.resolve(opts.root) !== DEFAULT_CGROUP_ROOT;
+  // The host's hierarchies hardly ever change, but mountinfo grows with every container (a daemon
+  // would parse it for each cgroup it touches): the default view is reused for a few seconds.
+  const host = !custom && procfs === DEFAULT_PROCFS;
+  if (host && hostMounts && Date.now() - hostMounts.at < HOST_MOUNTS_TTL_MS) return hostMounts.mounts;
+  const found = readCgroupMounts(procfs, root, custom);
+  if (host) hostMounts = { at: Date.now(), mounts: found };
+  return found;
+}
+
+const HOST_MOUNTS_TTL_MS = 5_000;
+let hostMounts: { at: number; mounts: CgroupMounts } | undefined;
+
+function readCgroupMounts(procfs: string, root: string, custom: boolean): CgroupMounts {
   let text: string | undefined;
   try {
     text = fs.readFileSync(path.join(procfs, 'self', 'mountinfo'), 'utf8');

@@ -77,6 +77,30 @@ export function writeFile(dir: string, file: string, value: string): void {
   }
 }
 
+/**
+ * writeFile without blocking the thread: for cgroup.procs, whose first write in a burst waits for
+ * an RCU grace period on cgroup v1 (tens of ms on some kernels), which a daemon's event loop
+ * should not sit through.
+ */
+export async function writeFileAsync(dir: string, file: string, value: string): Promise<void> {
+  const p = path.join(dir, file);
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(p, O_WRONLY | O_TRUNC);
+  } catch (err) {
+    throw cgroupWriteError(err, p, value);
+  }
+  try {
+    const buf = Buffer.from(value);
+    const { bytesWritten } = await fh.write(buf, 0, buf.length);
+    if (bytesWritten !== buf.length) throw new InternalError(`write ${JSON.stringify(value)} to ${p}: short write (${bytesWritten} of ${buf.length} bytes)`);
+  } catch (err) {
+    throw cgroupWriteError(err, p, value);
+  } finally {
+    await fh.close();
+  }
+}
+
 function cgroupWriteError(err: unknown, p: string, value: string): CorralError {
   if (err instanceof CorralError) return err;
   const errno = errnoOf(err);

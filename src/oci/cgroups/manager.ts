@@ -27,8 +27,11 @@ export interface CgroupManager {
   readonly path: string;
   /** Create the cgroup directories (idempotent); on v1 also fills cpuset.cpus/mems. */
   create(): void;
-  /** Move a process (all its threads) into the cgroup; creates the cgroup if needed. */
-  apply(pid: number): void;
+  /**
+   * Move a process (all its threads) into the cgroup; creates the cgroup if needed. Async: the
+   * write may wait for a kernel grace period, off the calling thread.
+   */
+  apply(pid: number): Promise<void>;
   /** Apply resources. On v2, device rules come back as a BPF program for the executor to attach. */
   set(resources: LinuxResources): SetResult;
   /** Freeze and wait until the kernel reports the cgroup frozen. */

@@ -52,7 +52,7 @@ test('v1 on the real host', { skip: onV1 ? false : `host runs cgroup ${hostMode}
     });
 
     await t.test('apply: the process and its later children are in every hierarchy', async () => {
-      mgr.apply(sleeper.child.pid!);
+      await mgr.apply(sleeper.child.pid!);
       sleeper.go();
       await waitFor(() => mgr.pids().length === 3, 'shell + 2 children in the cgroup');
       pids.push(...mgr.pids());
@@ -157,8 +157,8 @@ test('v1 on the real host', { skip: onV1 ? false : `host runs cgroup ${hostMode}
       }
     });
 
-    await t.test('nested cgroup: pids() is recursive', () => {
-      sub.apply(pids.find((p) => p !== sleeper.child.pid)!);
+    await t.test('nested cgroup: pids() is recursive', async () => {
+      await sub.apply(pids.find((p) => p !== sleeper.child.pid)!);
       assert.equal(mgr.pids().length, 3);
       assert.deepEqual(sub.pids(), [pids.find((p) => p !== sleeper.child.pid)]);
     });
@@ -222,7 +222,7 @@ async function spawnBig(m: CgroupManager): Promise<NodeJS.Signals | number | nul
   const { spawn } = await import('node:child_process');
   const c = spawn('/bin/busybox', ['sh', '-c', 'read x; x=$(/bin/busybox head -c 67108864 /dev/zero | /bin/busybox tr "\\0" a); echo ${#x}'], { stdio: ['pipe', 'ignore', 'ignore'] });
   const done = new Promise<NodeJS.Signals | number | null>((r) => c.on('exit', (code, sig) => r(sig ?? code)));
-  m.apply(c.pid!);
+  await m.apply(c.pid!);
   c.stdin!.write('go\n');
   return done;
 }

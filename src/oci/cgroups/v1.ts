@@ -12,7 +12,7 @@ import { V1_CONTROLLERS, type CgroupMount } from './detect.ts';
 import { DevicesState, devicesTransition, normalizeDeviceRules } from './devices.ts';
 import {
   fileExists, hasErrno, mkdirAll, parseFlatKeyed, parseNumberList, parseUint, readOptional, readRequired, signalPid,
-  sleepSync, writeFile,
+  sleepSync, writeFile, writeFileAsync,
 } from './fsutil.ts';
 import type {
   BlkioEntry, CgroupState, CgroupStats, LinuxBlockIO, LinuxCPU, LinuxMemory, LinuxResources, MemoryEntry, SetResult,
@@ -103,10 +103,11 @@ export class V1Manager extends BaseManager {
     }
   }
 
-  apply(pid: number): void {
+  async apply(pid: number): Promise<void> {
     if (!Number.isInteger(pid) || pid <= 0) throw new InvalidArgumentError(`invalid pid ${pid}`);
     this.create();
-    for (const h of this.hierarchies) writeFile(h.dir, 'cgroup.procs', String(pid));
+    // the first write pays the grace period; the others follow within it and are cheap
+    for (const h of this.hierarchies) await writeFileAsync(h.dir, 'cgroup.procs', String(pid));
   }
 
   cgroupProcsPaths(): string[] {

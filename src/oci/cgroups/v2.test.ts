@@ -54,7 +54,7 @@ test('v2 on the real cgroup2 mount', { skip: v2mount ? false : 'no cgroup2 mount
       assert.equal(mgr.dir, path.join(root, parent, 'c1'));
       assert.ok(mgr.exists());
       assert.deepEqual(mgr.cgroupProcsPaths(), [path.join(mgr.dir, 'cgroup.procs')]);
-      mgr.apply(sleeper.child.pid!);
+      await mgr.apply(sleeper.child.pid!);
       sleeper.go();
       await waitFor(() => mgr.pids().length === 3, 'shell + 2 children');
       assert.match(fs.readFileSync(`/proc/${sleeper.child.pid}/cgroup`, 'utf8'), new RegExp(`^0::${parent}/c1$`, 'm'));
@@ -106,10 +106,10 @@ test('v2 on the real cgroup2 mount', { skip: v2mount ? false : 'no cgroup2 mount
       const m2 = createCgroupManager({ cgroupsPath: `${parent}/c2`, mode: 'v2', root });
       const n2 = createCgroupManager({ cgroupsPath: `${parent}/c2/inner`, mode: 'v2', root });
       const s2 = spawnSleeper(1);
-      m2.apply(s2.child.pid!);
+      await m2.apply(s2.child.pid!);
       s2.go();
       await waitFor(() => m2.pids().length === 2, 'two processes');
-      n2.apply(m2.pids().find((p) => p !== s2.child.pid)!);
+      await n2.apply(m2.pids().find((p) => p !== s2.child.pid)!);
       await m2.freeze();
       await m2.destroy();
       assert.equal(await s2.exited, 'SIGKILL');

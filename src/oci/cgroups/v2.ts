@@ -16,7 +16,7 @@ import { FailedPreconditionError, InvalidArgumentError, SpecError } from '../../
 import { BaseManager, lazyOwnCgroup, resolveCgroupDir, type ManagerInit } from './base.ts';
 import type { CgroupMount } from './detect.ts';
 import {
-  fileExists, hasErrno, mkdirAll, parseFlatKeyed, parseUint, readOptional, readRequired, writeFile,
+  fileExists, hasErrno, mkdirAll, parseFlatKeyed, parseUint, readOptional, readRequired, writeFile, writeFileAsync,
 } from './fsutil.ts';
 import type { BlkioEntry, CgroupState, CgroupStats, LinuxResources, MemoryEntry, SetResult } from './types.ts';
 import { UNLIMITED } from './types.ts';
@@ -102,10 +102,10 @@ export class V2Manager extends BaseManager {
     mkdirAll(this.dir);
   }
 
-  apply(pid: number): void {
+  async apply(pid: number): Promise<void> {
     if (!Number.isInteger(pid) || pid <= 0) throw new InvalidArgumentError(`invalid pid ${pid}`);
     this.create();
-    writeFile(this.dir, 'cgroup.procs', String(pid));
+    await writeFileAsync(this.dir, 'cgroup.procs', String(pid));
   }
 
   cgroupProcsPaths(): string[] {

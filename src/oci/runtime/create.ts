@@ -127,7 +127,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     record.pidStartTime = processStartTime(pid) ?? '';
     ctx.store.save(record);
     writeIdMaps(spec, pid);
-    cg.apply(pid);
+    await cg.apply(pid);
     if (proc.oomScoreAdj !== undefined) writeOomScoreAdj(pid, proc.oomScoreAdj);
     executor.send(SYNC.GO);
     if (plan.ops.some((o) => o.op === 'syncRecvState')) executor.send(JSON.stringify(ctx.hookState(record, 'creating')));

@@ -5,7 +5,7 @@
  * The live status is derived from the record plus the kernel (is the pid alive and
  * the same process, is the fifo still there, is the cgroup frozen).
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, fromNodeError } from '../../errors.ts';
 import type { Spec, Status } from '../spec/types.ts';
@@ -73,10 +73,11 @@ export class StateStore {
   save(record: ContainerRecord): void {
     const dir = this.dir(record.id);
     const tmp = join(dir, `.state.json.${process.pid}`);
+    // Atomic against a crash of any process (rename), not synced to disk: the state describes
+    // live processes and means nothing after a reboot (runc does the same; the root is a tmpfs).
     const fd = openSync(tmp, 'w', 0o600);
     try {
       writeSync(fd, JSON.stringify(record));
-      fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
