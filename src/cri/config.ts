@@ -4,9 +4,9 @@
  * typo does not silently fall back to a default.
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import { InvalidArgumentError, NotFoundError, fromNodeError } from '../errors.ts';
+import { repoPath } from '../layout.ts';
 import { isLogLevel, type LogLevel } from './log.ts';
 
 export interface RuntimeHandler {
@@ -44,7 +44,7 @@ export interface CorraldConfig {
 
 export const DEFAULT_CONFIG_PATH = '/etc/corral/corrald.toml';
 
-const repoBin = (name: string) => fileURLToPath(new URL(`../../bin/${name}`, import.meta.url));
+const repoBin = (name: string) => repoPath(`bin/${name}`);
 
 export function defaultConfig(): CorraldConfig {
   return {

@@ -2,11 +2,11 @@
  * Loads the CRI definition (api.proto beside this file). The daemon, its tests and the type
  * generator all go through here so everyone decodes messages with the same options.
  */
-import { fileURLToPath } from 'node:url';
 import * as protoLoader from '@grpc/proto-loader';
 import * as grpc from '@grpc/grpc-js';
+import { repoPath } from '../layout.ts';
 
-export const PROTO_PATH = fileURLToPath(new URL('./api.proto', import.meta.url));
+export const PROTO_PATH = repoPath('src/cri/api.proto');
 export const PROTO_PACKAGE = 'runtime.v1';
 
 /**

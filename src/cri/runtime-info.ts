@@ -3,8 +3,8 @@
  * UpdateRuntimeConfig and GetContainerEvents.
  */
 import { readFileSync, readdirSync, accessSync, constants as fsConstants } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from '../errors.ts';
+import { repoPath } from '../layout.ts';
 import type { CorraldConfig } from './config.ts';
 import type { EventBus } from './events.ts';
 import type { RuntimeServiceImpl } from './server.ts';
@@ -15,7 +15,7 @@ export const KUBE_RUNTIME_API_VERSION = '0.1.0';
 export const RUNTIME_NAME = 'corral';
 
 export function corralVersion(): string {
-  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version?: string };
+  const pkg = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as { version?: string };
   return pkg.version ?? '0.0.0';
 }
 

@@ -2,10 +2,10 @@
 // second daemon, clean up stale sockets, stop on SIGTERM (by PID) and leave no socket behind.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { call, criClients, makeStaleSocket, runCorrald, spawnCorrald, tempDir, type SpawnedDaemon } from './harness.ts';
+import { BIN_CORRALD, REPO, call, criClients, makeStaleSocket, runCorrald, spawnCorrald, tempDir, type SpawnedDaemon } from './harness.ts';
 
 describe('a running corrald', () => {
   const tmp = tempDir('corrald-');
@@ -160,6 +160,30 @@ test('--version, --help and configuration errors', async () => {
     const rec = JSON.parse(r.stderr.trim().split('\n').pop()!);
     assert.equal(rec.code, 'INVALID_ARGUMENT');
     assert.match(rec.error, /unknown key sokcet/);
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('bin/corrald (the bundle build/corrald.mjs) finds its proto, package version and default handler', async () => {
+  const tmp = tempDir('corrald-bundle-');
+  try {
+    const socket = join(tmp.dir, 's.sock');
+    const d = await spawnCorrald(['--socket', socket, '--state-dir', join(tmp.dir, 'state'), '--metrics-address', '', '--cni-conf-dir', join(tmp.dir, 'net.d'), '--no-default-network'], [BIN_CORRALD]);
+    const c = criClients(socket);
+    try {
+      const v = await call<{ runtime_version: string }>(c.runtime, 'Version', {});
+      assert.equal(v.runtime_version, JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version);
+      const s = await call<{ status: { conditions: { type: string; status: boolean; message: string }[] }; info: Record<string, string> }>(c.runtime, 'Status', { verbose: true });
+      const runtime = s.status.conditions.find((x) => x.type === 'RuntimeReady')!;
+      assert.equal(runtime.status, true, runtime.message);
+      assert.equal(JSON.parse(s.info.config!).runtime_handlers['corral-oci'].path, join(REPO, 'bin/corral-oci'));
+      assert.deepEqual(await call(c.image, 'ListImages', {}), { images: [] });
+    } finally {
+      c.close();
+      process.kill(d.child.pid!, 'SIGTERM');
+      assert.equal((await d.exited).code, 0);
+    }
   } finally {
     tmp.cleanup();
   }

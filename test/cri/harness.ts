@@ -13,6 +13,9 @@ import { clientConstructor } from '../../src/cri/proto.ts';
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const NODE = process.execPath;
 export const CORRALD = join(REPO, 'src/cli/corrald.ts');
+/** The daemon as installed: scripts/setup.sh's wrapper of the bundle build/corrald.mjs. */
+export const BIN_CORRALD = join(REPO, 'bin/corrald');
+const FROM_SOURCES = [NODE, '--no-warnings', CORRALD];
 
 export function tempDir(prefix: string): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -43,7 +46,6 @@ export interface SpawnedDaemon {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Start corrald; resolves at its "corrald ready" log line, rejects if it exits first. */
 /** Every daemon a test starts keeps its state in a temp dir of its own unless the test names one. */
 function withOwnRoot(args: string[]): { args: string[]; cleanup: () => void } {
   if (args.some((a) => a === '--root-dir' || a === '--config' || a === '--version' || a === '--help')) return { args, cleanup: () => {} };
@@ -51,9 +53,13 @@ function withOwnRoot(args: string[]): { args: string[]; cleanup: () => void } {
   return { args: [...args, '--root-dir', root], cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
 
-export function spawnCorrald(rawArgs: string[]): Promise<SpawnedDaemon> {
+/**
+ * Start corrald (from the TypeScript sources unless `command` names another, e.g. [BIN_CORRALD]);
+ * resolves at its "corrald ready" log line, rejects if it exits first.
+ */
+export function spawnCorrald(rawArgs: string[], command: string[] = FROM_SOURCES): Promise<SpawnedDaemon> {
   const { args, cleanup } = withOwnRoot(rawArgs);
-  const child = spawn(NODE, ['--no-warnings', CORRALD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command[0]!, [...command.slice(1), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.once('exit', cleanup);
   let err = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));

@@ -32,6 +32,7 @@ import {
   PermissionDeniedError,
   UnavailableError,
 } from '../../errors.ts';
+import { buildPath } from '../../layout.ts';
 import type { ExitResult, StdioStreams, StreamingBackend, TerminalSize } from '../streaming/backend.ts';
 import type { Logger } from '../log.ts';
 import type { StreamContainer, StreamTargets } from './targets.ts';
@@ -39,7 +40,7 @@ import type { StreamContainer, StreamTargets } from './targets.ts';
 export type { StreamContainer, StreamSandbox, StreamTargets, StreamContainerState } from './targets.ts';
 
 /** build/corral-stream of this checkout (scripts/setup.sh builds it). */
-export const DEFAULT_HELPER = join(import.meta.dirname, '../../../build/corral-stream');
+export const DEFAULT_HELPER = buildPath('corral-stream');
 
 export interface OciStreamingBackendOptions {
   targets: StreamTargets;

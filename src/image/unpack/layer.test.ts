@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { digestOf } from '../digest.ts';
 import { writeTar } from './tar.ts';
-import { unpackLayerFile, unpackLayerFileHere, DiffIdMismatchError } from './layer.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { unpackLayerFile, unpackLayerFileHere, DiffIdMismatchError, UnpackPool } from './layer.ts';
 import { UnsafeLayerError } from './apply.ts';
 
 const base = mkdtempSync(join(tmpdir(), 'corral-layer-test-'));
@@ -68,4 +69,41 @@ test('errors from the unpack worker keep their class, code and message', async (
     return true;
   });
   await assert.rejects(unpackLayerFile(join(base, 'missing'), dir(), { mode: 'direct' }), { code: 'NOT_FOUND' });
+});
+
+async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  for (const end = Date.now() + ms; !cond(); await sleep(10)) if (Date.now() > end) assert.fail(`timed out waiting until ${what}`);
+}
+
+test('idle unpack workers are terminated after the idle timeout; later work starts new ones', async () => {
+  const pool = new UnpackPool({ max: 2, idleTimeoutMs: 150 });
+  try {
+    const p = blob(good);
+    const want = digestOf(good);
+    pool.prewarm(2);
+    assert.equal(pool.workers, 2);
+    await until('the prewarmed workers are gone', () => pool.workers === 0);
+    const rs = await Promise.all([dir(), dir(), dir()].map((root) => pool.run({ blobPath: p, root, opts: { mode: 'overlay', expectDiffId: want } })));
+    assert.deepEqual(rs.map((r) => r.diffId), [want, want, want]);
+    assert.ok(pool.workers >= 1 && pool.workers <= 2, `${pool.workers} workers`);
+    await until('the workers of the first batch are gone', () => pool.workers === 0);
+    const root = dir();
+    const r = await pool.run({ blobPath: p, root, opts: { mode: 'overlay', expectDiffId: want } });
+    assert.equal(r.diffId, want);
+    assert.equal(readFileSync(join(root, 'd/f2'), 'utf8'), 'replaced');
+    assert.equal(pool.workers, 1, 'one job needed one new worker');
+    await until('the last worker is gone', () => pool.workers === 0);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('idleTimeoutMs: 0 keeps idle workers until close()', async () => {
+  const pool = new UnpackPool({ max: 1, idleTimeoutMs: 0 });
+  pool.prewarm(1);
+  await sleep(300);
+  assert.equal(pool.workers, 1);
+  await pool.close();
+  assert.equal(pool.workers, 0);
+  await assert.rejects(pool.run({ blobPath: blob(good), root: dir(), opts: { mode: 'direct' } }), { code: 'UNAVAILABLE' });
 });

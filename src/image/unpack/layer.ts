@@ -4,7 +4,8 @@
  * Layers are applied on a small pool of worker threads (one per CPU by default): the apply
  * loop does its file system calls synchronously there, so layers unpack on all cores and no
  * file operation costs a thread pool round trip. CORRAL_UNPACK_WORKERS=0 applies on the
- * calling thread instead.
+ * calling thread instead. A worker left without work for a while (10 s by default) is
+ * terminated; the next layer starts a new one.
  */
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -15,6 +16,7 @@ import { createGunzip, createZstdDecompress } from 'node:zlib';
 import type { Transform } from 'node:stream';
 import * as errors from '../../errors.ts';
 import { InvalidArgumentError, fromNodeError } from '../../errors.ts';
+import { BUNDLED, buildPath } from '../../layout.ts';
 import { Digester, parseDigest } from '../digest.ts';
 import type { Compression } from '../media.ts';
 import { readTar, TarFormatError } from './tar.ts';
@@ -83,18 +85,18 @@ export interface UnpackJob {
 export async function unpackLayerFile(blobPath: string, root: string, opts: UnpackOptions): Promise<UnpackResult> {
   const n = workerCount();
   if (n === 0) return unpackLayerFileHere(blobPath, root, opts);
-  return (pool ??= new UnpackPool(n)).run({ blobPath, root, opts: { ...opts } });
+  return (pool ??= new UnpackPool({ max: n })).run({ blobPath, root, opts: { ...opts } });
 }
 
 /**
  * Start up to `layers` unpack workers ahead of use (a worker takes tens of milliseconds to
  * boot); a pull calls this while it still fetches the config. Idle workers never keep the
- * process alive.
+ * process alive, and are terminated when unused for the pool's idle timeout.
  */
 export function prewarmUnpackWorkers(layers: number): void {
   const n = workerCount();
   if (n === 0 || layers <= 0) return;
-  (pool ??= new UnpackPool(n)).prewarm(Math.min(n, layers));
+  (pool ??= new UnpackPool({ max: n })).prewarm(Math.min(n, layers));
 }
 
 /** unpackLayerFile on the calling thread. */
@@ -163,17 +165,43 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-class UnpackPool {
+/** The worker's entry: worker.ts beside this file, or its bundle when this code runs bundled (build/). */
+const WORKER_ENTRY: URL | string = BUNDLED ? buildPath('unpack-worker.mjs') : new URL('./worker.ts', import.meta.url);
+
+export interface UnpackPoolOptions {
+  /** At most this many workers. */
+  max: number;
+  /**
+   * Terminate a worker after this many milliseconds without work (default 10 s): each worker
+   * costs ~10-20 MB of memory, and a daemon pulls rarely. 0 keeps idle workers forever.
+   */
+  idleTimeoutMs?: number;
+}
+
+export const DEFAULT_UNPACK_IDLE_TIMEOUT_MS = 10_000;
+
+export class UnpackPool {
   readonly #max: number;
+  readonly #idleTimeoutMs: number;
   #idle: Worker[] = [];
+  #idleTimers = new Map<Worker, NodeJS.Timeout>();
   #busy = new Map<Worker, Pending>();
+  #live = new Set<Worker>();
   #queue: Pending[] = [];
   #seq = 0;
-  constructor(max: number) {
-    this.#max = max;
+  #closed = false;
+  constructor(options: UnpackPoolOptions) {
+    this.#max = options.max;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_UNPACK_IDLE_TIMEOUT_MS;
+  }
+
+  /** Worker threads that have not exited yet (idle, busy, or being terminated). */
+  get workers(): number {
+    return this.#live.size;
   }
 
   run(job: UnpackJob): Promise<UnpackResult> {
+    if (this.#closed) return Promise.reject(new errors.UnavailableError('unpack pool closed'));
     return new Promise<UnpackResult>((resolve, reject) => {
       this.#queue.push({ job, resolve, reject });
       this.#pump();
@@ -181,17 +209,25 @@ class UnpackPool {
   }
 
   prewarm(n: number): void {
-    while (this.#idle.length + this.#busy.size < Math.min(n, this.#max)) {
-      const w = this.#spawn();
-      w.unref();
-      this.#idle.push(w);
-    }
+    while (this.#idle.length + this.#busy.size < Math.min(n, this.#max)) this.#makeIdle(this.#spawn());
+  }
+
+  /** Terminate every worker now (tests; idle workers go by themselves after the idle timeout). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const p of this.#queue.splice(0)) p.reject(new errors.UnavailableError('unpack pool closed'));
+    const all = [...this.#idle, ...this.#busy.keys()];
+    for (const w of this.#idle) this.#retire(w);
+    await Promise.all(all.map((w) => w.terminate()));
   }
 
   #pump(): void {
-    while (this.#queue.length) {
+    while (this.#queue.length && !this.#closed) {
       let w = this.#idle.pop();
-      if (!w) {
+      if (w) {
+        clearTimeout(this.#idleTimers.get(w));
+        this.#idleTimers.delete(w);
+      } else {
         if (this.#busy.size >= this.#max) return;
         w = this.#spawn();
       }
@@ -202,13 +238,34 @@ class UnpackPool {
     }
   }
 
+  /** Park a worker: it never keeps the process alive, and goes after the idle timeout. */
+  #makeIdle(w: Worker): void {
+    w.unref();
+    this.#idle.push(w);
+    if (this.#idleTimeoutMs > 0) {
+      const t = setTimeout(() => {
+        this.#retire(w);
+        void w.terminate();
+      }, this.#idleTimeoutMs);
+      t.unref();
+      this.#idleTimers.set(w, t);
+    }
+  }
+
+  /** Forget an idle worker about to be terminated (its exit is then no failure). */
+  #retire(w: Worker): void {
+    clearTimeout(this.#idleTimers.get(w));
+    this.#idleTimers.delete(w);
+    this.#idle = this.#idle.filter((x) => x !== w);
+  }
+
   #spawn(): Worker {
-    const w = new Worker(new URL('./worker.ts', import.meta.url));
+    const w = new Worker(WORKER_ENTRY);
+    this.#live.add(w);
     w.on('message', (m: { result?: UnpackResult; error?: SerializedError }) => {
       const p = this.#busy.get(w);
       this.#busy.delete(w);
-      w.unref(); // an idle worker never keeps the process alive
-      this.#idle.push(w);
+      this.#makeIdle(w);
       if (p) {
         if (m.error) p.reject(revive(m.error));
         else p.resolve(m.result!);
@@ -218,12 +275,15 @@ class UnpackPool {
     const gone = (why: string) => {
       const p = this.#busy.get(w);
       this.#busy.delete(w);
-      this.#idle = this.#idle.filter((x) => x !== w);
+      this.#retire(w);
       p?.reject(new errors.InternalError(`unpack worker ${why}${p.job.opts.layer ? ` while unpacking layer ${p.job.opts.layer}` : ''}`));
       this.#pump();
     };
     w.on('error', (e) => gone(`failed: ${e.message}`));
-    w.on('exit', (code) => gone(`exited with code ${code}`));
+    w.on('exit', (code) => {
+      this.#live.delete(w);
+      gone(`exited with code ${code}`);
+    });
     return w;
   }
 }

@@ -5,11 +5,11 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { FailedPreconditionError, fromErrno, errnoNames } from '../../errors.ts';
+import { buildPath } from '../../layout.ts';
 
 export function helperPath(): string {
-  return process.env.CORRAL_UNPACK_HELPER ?? fileURLToPath(new URL('../../../build/corral-unpack', import.meta.url));
+  return process.env.CORRAL_UNPACK_HELPER ?? buildPath('corral-unpack');
 }
 
 const hex = (s: string | Buffer) => (Buffer.isBuffer(s) ? s : Buffer.from(s, 'utf8')).toString('hex');

@@ -6,7 +6,6 @@
  * and the sync fd (their numbers are the executor's two arguments).
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import path from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
 import {
   CorralError,
@@ -17,6 +16,7 @@ import {
   fromErrno,
   fromNodeError,
 } from '../../errors.ts';
+import { buildPath } from '../../layout.ts';
 import { encodePlan, opLabel } from '../plan/encode.ts';
 import type { OpName, Plan } from '../plan/ops.ts';
 
@@ -111,7 +111,7 @@ export function isOpError(err: unknown): err is OpError {
 
 /** build/corral-exec of this checkout, or $CORRAL_EXECUTOR. */
 export function executorPath(): string {
-  return process.env.CORRAL_EXECUTOR || path.resolve(import.meta.dirname, '../../../build/corral-exec');
+  return process.env.CORRAL_EXECUTOR || buildPath('corral-exec');
 }
 
 const MAX_LINE = 64 * 1024;
