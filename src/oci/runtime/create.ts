@@ -74,6 +74,15 @@ function checkRuntimeSupport(spec: Spec): void {
 }
 
 export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<Created> {
+  const t0 = performance.now();
+  let last = t0;
+  const ms: Record<string, number> = {};
+  /** Phase timings, logged at debug level when the create ends (what a profile starts from). */
+  const mark = (phase: string) => {
+    const t = performance.now();
+    ms[phase] = Math.round((t - last) * 100) / 100;
+    last = t;
+  };
   const id = validateId(opts.id);
   const bundle = resolve(opts.bundle);
   const spec = loadBundleSpec(bundle);
@@ -103,6 +112,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
   // A relative cgroupsPath is relative to the caller's cgroup (as with runc, which runs in it).
   if (!record.cgroupsPath.startsWith('/')) record.cgroupRelativeTo = callerCgroup(record.creatorPid);
   ctx.store.reserve(record);
+  mark('validate+reserve');
   const cg = ctx.cgroup(record);
   let executor: Executor | undefined;
   let createdCgroupDirs: string[] = [];
@@ -112,6 +122,7 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
     cg.create();
     const set = cg.set(effectiveResources(spec));
     for (const w of set.warnings) ctx.logger.warn(w);
+    mark('cgroup create+set');
     const mounts: CgroupMountSource[] = cgroupMountSources(cg);
     const plan = compileCreatePlan({
       spec, bundle, rootfs, parentMode: opts.parentMode ?? 'exit', startFifo: fifo, consoleSocket: opts.consoleSocket,
@@ -120,14 +131,17 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
       deviceFilter: set.deviceProgram ? { cgroupDir: cg.dirs()[0], program: set.deviceProgram } : undefined,
     });
     for (const w of plan.warnings ?? []) ctx.logger.warn(w);
+    mark('compile');
     const preserve = Array.from({ length: opts.preserveFds ?? 0 }, (_, i) => 3 + i);
     executor = ctx.spawnExecutor({ plan, stdio: opts.stdio ?? ['inherit', 'inherit', 'inherit'], preserveFds: preserve });
     const pid = await executor.childPid();
+    mark('executor started');
     record.pid = pid;
     record.pidStartTime = processStartTime(pid) ?? '';
     ctx.store.save(record);
     writeIdMaps(spec, pid);
     await cg.apply(pid);
+    mark('cgroup attach');
     if (proc.oomScoreAdj !== undefined) writeOomScoreAdj(pid, proc.oomScoreAdj);
     executor.send(SYNC.GO);
     if (plan.ops.some((o) => o.op === 'syncRecvState')) executor.send(JSON.stringify(ctx.hookState(record, 'creating')));
@@ -139,10 +153,13 @@ export async function create(ctx: RuntimeContext, opts: CreateOptions): Promise<
       executor.send(SYNC.HOOKS_DONE);
     }
     await executor.expect(SYNC.READY);
+    mark('container setup');
     record.phase = 'created';
     record.creatorPid = 0;
     ctx.store.save(record);
     if (opts.pidFile) writePidFile(opts.pidFile, pid);
+    mark('state saved');
+    ctx.logger.debug('create timing', { id, ms: { ...ms, total: Math.round((performance.now() - t0) * 100) / 100 } });
     return { record, executor };
   } catch (e) {
     await rollback(ctx, record, executor, createdCgroupDirs);
