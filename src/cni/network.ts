@@ -163,7 +163,7 @@ export class CniRuntime {
       result: null,
       complete: false,
     };
-    await this.#writeCache(cachePath, entry);
+    await this.#writeCache(cachePath, entry, true);
 
     const cniArgs = this.#encodeArgs(entry.cniArgs);
     let prev: unknown = undefined;
@@ -447,14 +447,21 @@ export class CniRuntime {
     return e;
   }
 
-  async #writeCache(path: string, entry: CachedAttachment): Promise<void> {
+  /**
+   * Atomic (rename) always; `durable` also syncs it to disk. The entry written before the first
+   * plugin runs is durable: the allocations plugins make outlive a power loss, and so must the
+   * record that they have to be DELeted. Later updates (each plugin's result) are not synced (a
+   * sync is a journal commit, several per pod): after a power loss DEL runs with an older
+   * prevResult, which plugins must cope with anyway.
+   */
+  async #writeCache(path: string, entry: CachedAttachment, durable = false): Promise<void> {
     try {
       await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
       const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
       const fh = await open(tmp, 'wx', 0o600);
       try {
         await fh.writeFile(JSON.stringify(entry, null, 2));
-        await fh.sync();
+        if (durable) await fh.sync();
       } finally {
         await fh.close();
       }
