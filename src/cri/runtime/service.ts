@@ -8,7 +8,7 @@ import { copyFileSync, renameSync, existsSync, mkdirSync, readFileSync, rmSync, 
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import {
-  AlreadyExistsError, CorralError, FailedPreconditionError, InvalidArgumentError, NotFoundError,
+  AlreadyExistsError, CorralError, FailedPreconditionError, InvalidArgumentError, NotFoundError, UnimplementedError,
 } from '../../errors.ts';
 import type { CorraldConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
@@ -1073,6 +1073,16 @@ export class CriRuntimeService {
       ListContainerStats: async (req) => ({ stats: await this.listContainerStats(req.filter) }),
       PodSandboxStats: async (req) => ({ stats: await this.podSandboxStats(req.pod_sandbox_id) }),
       ListPodSandboxStats: async (req) => ({ stats: await this.listPodSandboxStats(req.filter) }),
+      // What corrald deliberately does not provide, said as such (not "not implemented yet"):
+      CheckpointContainer: () => {
+        throw new UnimplementedError('RuntimeService.CheckpointContainer: checkpointing a container needs CRIU, which corrald does not use; nothing was changed');
+      },
+      ListMetricDescriptors: () => {
+        throw new UnimplementedError('RuntimeService.ListMetricDescriptors: corrald serves no cAdvisor-style metrics over CRI; pod and container statistics come from ListPodSandboxStats and ListContainerStats, daemon metrics from its /metrics endpoint');
+      },
+      ListPodSandboxMetrics: () => {
+        throw new UnimplementedError('RuntimeService.ListPodSandboxMetrics: corrald serves no cAdvisor-style metrics over CRI; use ListPodSandboxStats and ListContainerStats');
+      },
     };
   }
 }

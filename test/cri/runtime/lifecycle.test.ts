@@ -37,6 +37,9 @@ describe('corrald RuntimeService', () => {
     await assert.rejects(call(suite.rt, 'RunPodSandbox', { config: podConfig(suite.env, 'bad', { hostname: 'no spaces!' }) }), { code: grpc.status.INVALID_ARGUMENT, details: /hostname/ });
     await assert.rejects(call(suite.rt, 'RunPodSandbox', { config: podConfig(suite.env, 'badsysctl', { linux: { sysctls: { 'vm.swappiness': '1' } } }) }), { code: grpc.status.INVALID_ARGUMENT, details: /not namespaced/ });
     await assert.rejects(call(suite.rt, 'RunPodSandbox', { config: podConfig(suite.env, 'h'), runtime_handler: 'nope' }), { code: grpc.status.NOT_FOUND, details: /runtime handler "nope"/ });
+    // what corrald does not provide is said as such
+    await assert.rejects(call(suite.rt, 'CheckpointContainer', { container_id: 'x', location: '/tmp/x.tar' }), { code: grpc.status.UNIMPLEMENTED, details: /needs CRIU.*nothing was changed/ });
+    await assert.rejects(call(suite.rt, 'ListPodSandboxMetrics', {}), { code: grpc.status.UNIMPLEMENTED, details: /use ListPodSandboxStats/ });
     await assert.rejects(call(suite.rt, 'PodSandboxStatus', { pod_sandbox_id: 'f'.repeat(64) }), { code: grpc.status.NOT_FOUND });
     await assert.rejects(call(suite.rt, 'ContainerStatus', { container_id: '' }), { code: grpc.status.INVALID_ARGUMENT });
     await assert.rejects(call(suite.rt, 'CreateContainer', { pod_sandbox_id: 'a'.repeat(64), config: containerConfig(suite.env, 'x', ['true']) }), { code: grpc.status.NOT_FOUND });
