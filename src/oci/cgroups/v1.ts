@@ -12,7 +12,7 @@ import { V1_CONTROLLERS, type CgroupMount } from './detect.ts';
 import { DevicesState, devicesTransition, normalizeDeviceRules } from './devices.ts';
 import {
   fileExists, hasErrno, mkdirAll, parseFlatKeyed, parseNumberList, parseUint, readOptional, readRequired, signalPid,
-  sleepSync, writeFile, writeFileAsync,
+  removeCgroupTree, sleepSync, writeFile, writeFileAsync,
 } from './fsutil.ts';
 import type {
   BlkioEntry, CgroupState, CgroupStats, LinuxBlockIO, LinuxCPU, LinuxMemory, LinuxResources, MemoryEntry, SetResult,
@@ -55,6 +55,19 @@ export class V1Manager extends BaseManager {
     if (this.hierarchies.length === 0) {
       throw new FailedPreconditionError('no cgroup v1 controller is mounted; mount the v1 hierarchies or use cgroup v2');
     }
+    if (this.mode === 'hybrid' && init.mounts.v2) this.unifiedDir = resolveCgroupDir(init.mounts.v2, this.path, () => own().v2);
+  }
+
+  /**
+   * Hybrid mode: the same path in the controller-less cgroup2 hierarchy. This manager puts nothing
+   * there, but runc and systemd do (a pod's cgroup parent gets a twin there when runc runs its
+   * containers), so destroy() removes it too.
+   */
+  private readonly unifiedDir: string | undefined;
+
+  override async destroy(): Promise<void> {
+    await super.destroy();
+    if (this.unifiedDir && fs.existsSync(this.unifiedDir)) removeCgroupTree(this.unifiedDir);
   }
 
   dirs(): string[] {

@@ -63,7 +63,9 @@ export async function setup(): Promise<Env> {
   const configFile = join(dir, 'corrald.toml');
   writeFileSync(configFile, [
     `socket = ${JSON.stringify(socket)}`, `state_dir = ${JSON.stringify(join(dir, 'state'))}`, `root_dir = ${JSON.stringify(join(dir, 'root'))}`,
-    '[cni]', `conf_dir = ${JSON.stringify(cniDir)}`, 'bin_dirs = ["/usr/lib/cni"]', '[metrics]', 'address = ""', '',
+    '[cni]', `conf_dir = ${JSON.stringify(cniDir)}`, 'bin_dirs = ["/usr/lib/cni"]', '[metrics]', 'address = ""',
+    // a foreign runc-compatible handler beside the built-in corral-oci (RuntimeClass "runc")
+    '[runtime_handlers.runc]', 'path = "/usr/sbin/runc"', 'type = "oci"', '',
   ].join('\n'));
   const subnetPrefix = pickSubnetPrefix();
   const bridge = `crt${tag}`;

@@ -4,6 +4,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
@@ -182,6 +183,27 @@ describe('corrald RuntimeService', () => {
     assert.deepEqual((await call<{ items: unknown[] }>(suite.rt, 'ListPodSandbox', {})).items, []);
     assert.deepEqual((await call<{ containers: unknown[] }>(suite.rt, 'ListContainers', {})).containers, []);
     assert.equal(existsSync(join(suite.env.dir, 'state', 'ns', podId)), false);
+  });
+
+  test('RuntimeClass "runc": the pod\'s containers run under runc (through its CLI, under conmon)', async () => {
+    const pod = (await call<{ pod_sandbox_id: string }>(suite.rt, 'RunPodSandbox', { config: podConfig(suite.env, 'viarunc'), runtime_handler: 'runc' })).pod_sandbox_id;
+    const c = (await call<{ container_id: string }>(suite.rt, 'CreateContainer', { pod_sandbox_id: pod, config: containerConfig(suite.env, 'r', ['sleep', '1000']) })).container_id;
+    await call(suite.rt, 'StartContainer', { container_id: c });
+    await waitState(suite.rt, c, 'CONTAINER_RUNNING');
+    const root = join(suite.env.dir, 'state', 'runtimes', 'runc');
+    const listed = JSON.parse(execFileSync('/usr/sbin/runc', ['--root', root, 'list', '--format', 'json'], { encoding: 'utf8' }) || '[]') as { id: string; status: string }[];
+    assert.equal(listed.length, 1, 'runc knows the container');
+    assert.equal(listed[0]!.status, 'running');
+    const r = await call<{ stdout: Buffer; exit_code: number }>(suite.rt, 'ExecSync', { container_id: c, cmd: ['sh', '-c', 'echo via-runc; exit 4'], timeout: 10 });
+    assert.deepEqual([r.stdout.toString(), r.exit_code], ['via-runc\n', 4]);
+    const ps = await call<{ status: { runtime_handler: string } }>(suite.rt, 'PodSandboxStatus', { pod_sandbox_id: pod });
+    assert.equal(ps.status.runtime_handler, 'runc');
+    await call(suite.rt, 'StopContainer', { container_id: c, timeout: 1 });
+    const st = await waitState(suite.rt, c, 'CONTAINER_EXITED');
+    assert.equal(st.exit_code, 137);
+    await call(suite.rt, 'StopPodSandbox', { pod_sandbox_id: pod });
+    await call(suite.rt, 'RemovePodSandbox', { pod_sandbox_id: pod });
+    assert.equal(execFileSync('/usr/sbin/runc', ['--root', root, 'list', '-q'], { encoding: 'utf8' }).trim(), '', 'runc\'s container was deleted');
   });
 
   test('a shared PID namespace pod runs an infra process; hostNetwork pods use the host', async () => {
