@@ -42,6 +42,9 @@ export function pickSubnetPrefix(): string {
   throw new Error('no free 10.214.x.0/24');
 }
 
+/** max_container_log_bytes of every suite's daemon. */
+export const LOG_LIMIT = 256 * 1024;
+
 export async function setup(): Promise<Env> {
   const tag = randomBytes(3).toString('hex');
   const dir = mkdtempSync(`/tmp/crt-${tag}-`);
@@ -65,7 +68,9 @@ export async function setup(): Promise<Env> {
     `socket = ${JSON.stringify(socket)}`, `state_dir = ${JSON.stringify(join(dir, 'state'))}`, `root_dir = ${JSON.stringify(join(dir, 'root'))}`,
     '[cni]', `conf_dir = ${JSON.stringify(cniDir)}`, 'bin_dirs = ["/usr/lib/cni"]', '[metrics]', 'address = ""',
     // a foreign runc-compatible handler beside the built-in corral-oci (RuntimeClass "runc")
-    '[runtime_handlers.runc]', 'path = "/usr/sbin/runc"', 'type = "oci"', '',
+    '[runtime_handlers.runc]', 'path = "/usr/sbin/runc"', 'type = "oci"',
+    // small enough for a test to pass it (the lifecycle suite checks the limit)
+    '[logs]', `max_container_log_bytes = ${LOG_LIMIT}`, '',
   ].join('\n'));
   const subnetPrefix = pickSubnetPrefix();
   const bridge = `crt${tag}`;

@@ -3,14 +3,14 @@
 // semantics, input validation, and at the end: nothing of ours left on the host.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { call } from '../harness.ts';
-import { containerConfig, podConfig, runtimeSuite, waitState } from './helpers.ts';
+import { LOG_LIMIT, containerConfig, podConfig, runtimeSuite, waitState } from './helpers.ts';
 
 const isMount = (p: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === p);
 
@@ -183,6 +183,40 @@ describe('corrald RuntimeService', () => {
     assert.deepEqual((await call<{ items: unknown[] }>(suite.rt, 'ListPodSandbox', {})).items, []);
     assert.deepEqual((await call<{ containers: unknown[] }>(suite.rt, 'ListContainers', {})).containers, []);
     assert.equal(existsSync(join(suite.env.dir, 'state', 'ns', podId)), false);
+  });
+
+  test('logs: the size limit holds and keeps the newest output', async () => {
+    const pod = (await call<{ pod_sandbox_id: string }>(suite.rt, 'RunPodSandbox', { config: podConfig(suite.env, 'logs') })).pod_sandbox_id;
+    // ~1.5 MiB of log entries (16384 lines), then a marker
+    const cmd = ['sh', '-c', `i=0; while [ $i -lt 16384 ]; do echo line-$i-padding-padding-padding-padding-padding; i=$((i+1)); done; echo end-marker`];
+    const c = (await call<{ container_id: string }>(suite.rt, 'CreateContainer', { pod_sandbox_id: pod, config: containerConfig(suite.env, 'chatty', cmd) })).container_id;
+    await call(suite.rt, 'StartContainer', { container_id: c });
+    const st = await waitState(suite.rt, c, 'CONTAINER_EXITED');
+    assert.equal(st.exit_code, 0);
+    const size = statSync(st.log_path).size;
+    assert.ok(size <= LOG_LIMIT, `log file ${size} bytes, limit ${LOG_LIMIT}`);
+    const lines = readFileSync(st.log_path, 'utf8').trim().split('\n');
+    assert.match(lines[lines.length - 1]!, / stdout F end-marker$/, 'the newest output is kept');
+    assert.ok(!lines.some((l) => / line-0-padding/.test(l)), 'the oldest output was dropped: the limit was reached');
+    await call(suite.rt, 'StopPodSandbox', { pod_sandbox_id: pod });
+    await call(suite.rt, 'RemovePodSandbox', { pod_sandbox_id: pod });
+  });
+
+  test('logs: partial lines join up', async () => {
+    const pod = (await call<{ pod_sandbox_id: string }>(suite.rt, 'RunPodSandbox', { config: podConfig(suite.env, 'plogs') })).pod_sandbox_id;
+    const c = (await call<{ container_id: string }>(suite.rt, 'CreateContainer', { pod_sandbox_id: pod, config: containerConfig(suite.env, 'long', ['sh', '-c', 'head -c 20000 /dev/zero | tr "\\0" y; echo; echo short']) })).container_id;
+    await call(suite.rt, 'StartContainer', { container_id: c });
+    const st = await waitState(suite.rt, c, 'CONTAINER_EXITED');
+    const lines = readFileSync(st.log_path, 'utf8').trim().split('\n');
+    const tags = lines.map((l) => l.split(' ')[2]);
+    const texts = lines.map((l) => l.split(' ').slice(3).join(' '));
+    assert.ok(tags.filter((t) => t === 'P').length >= 1, `a 20000-byte line is split into partial entries: ${tags.join(',')}`);
+    const end = tags.indexOf('F');
+    assert.ok(end > 0 && tags.slice(0, end).every((t) => t === 'P'));
+    assert.equal(texts.slice(0, end + 1).join(''), 'y'.repeat(20000));
+    assert.deepEqual([tags[end + 1], texts[end + 1]], ['F', 'short']);
+    await call(suite.rt, 'StopPodSandbox', { pod_sandbox_id: pod });
+    await call(suite.rt, 'RemovePodSandbox', { pod_sandbox_id: pod });
   });
 
   test('RuntimeClass "runc": the pod\'s containers run under runc (through its CLI, under conmon)', async () => {
