@@ -99,7 +99,7 @@ CHAINS_BEFORE=$(all_chains)
 NETNS_BEFORE=$(ls /var/run/netns 2>/dev/null | sort)
 RUN_CTRD_EXISTED=0; [ -e /run/containerd ] && RUN_CTRD_EXISTED=1
 NETNS_DIR_EXISTED=0; [ -e /var/run/netns ] && NETNS_DIR_EXISTED=1
-# cgroups named corral-oci-server-<id> (one per server, under each hierarchy root) that exist already
+# cgroups named corral-oci-server-<id>-<pid> (one per server, under each hierarchy root) that exist already
 # belong to servers of other users (same build, default dir): never ours to remove
 server_cgroups() { find /sys/fs/cgroup /sys/fs/cgroup/* -mindepth 1 -maxdepth 1 -type d -name 'corral-oci-server-*' 2>/dev/null | sort -u; }
 SRVCG_BEFORE=$(server_cgroups)
@@ -173,7 +173,7 @@ teardown() {
   local srv_ids; srv_ids=$(oci_server_ids)
   for p in $(oci_server_pids); do stop_pid "$p" "corral-oci server"; done
   for id in $srv_ids; do
-    for cg in $(find /sys/fs/cgroup /sys/fs/cgroup/* -mindepth 1 -maxdepth 1 -type d -name "corral-oci-server-$id" 2>/dev/null | sort -u); do
+    for cg in $(find /sys/fs/cgroup /sys/fs/cgroup/* -mindepth 1 -maxdepth 1 -type d -name "corral-oci-server-$id*" 2>/dev/null | sort -u); do
       grep -qxF "$cg" <<< "$SRVCG_BEFORE" && continue
       if [ -n "$(cat "$cg/cgroup.procs" 2>/dev/null)" ]; then log "note: $cg is in use by pid(s) $(tr '\n' ' ' < "$cg/cgroup.procs")(not this run's server; left alone)"
       else rmdir "$cg" 2>/dev/null && log "server left its cgroup $cg behind; removed it"; fi
@@ -264,7 +264,7 @@ teardown() {
   for cg in "$CG_CORRAL" "$CG_CTRD" "$CG_FLOOR"; do for h in /sys/fs/cgroup /sys/fs/cgroup/*; do [ -d "$h$cg" ] && { log "LEAK: cgroup $h$cg"; leaks=1; }; done; done
   x=$(oci_server_pids); [ -n "$x" ] && { log "LEAK: corral-oci server still running: $x"; leaks=1; }
   for id in $srv_ids; do
-    for cg in $(find /sys/fs/cgroup /sys/fs/cgroup/* -mindepth 1 -maxdepth 1 -type d -name "corral-oci-server-$id" 2>/dev/null | sort -u); do
+    for cg in $(find /sys/fs/cgroup /sys/fs/cgroup/* -mindepth 1 -maxdepth 1 -type d -name "corral-oci-server-$id*" 2>/dev/null | sort -u); do
       grep -qxF "$cg" <<< "$SRVCG_BEFORE" || [ -n "$(cat "$cg/cgroup.procs" 2>/dev/null)" ] || { log "LEAK: cgroup $cg"; leaks=1; }
     done
   done

@@ -403,7 +403,8 @@ export async function serve(sockPath: string): Promise<void> {
     log('another server already listens; exiting');
     process.exit(0);
   }
-  const leaveCgroup = await enterOwnCgroup(`corral-oci-server-${basename(sockPath, '.sock')}`, log);
+  // named by build and pid: servers of one build in other dirs (tests, benches) must not share it
+  const leaveCgroup = await enterOwnCgroup(`corral-oci-server-${basename(sockPath, '.sock')}-${process.pid}`, log);
   const server = new OciServer(sockPath);
   let idleTimer: NodeJS.Timeout | undefined;
   let stopping = false;
@@ -421,6 +422,7 @@ export async function serve(sockPath: string): Promise<void> {
     log(`stopping (${why})`);
     void server.close().then(() => {
       leaveCgroup();
+      removeRoutineFiles(sockPath);
       process.exit(0);
     });
   };
@@ -441,4 +443,24 @@ export async function serve(sockPath: string): Promise<void> {
   }
   log(`listening on ${sockPath}`);
   armIdle();
+}
+
+/**
+ * What a server that ends cleanly leaves of <id>.log and <id>.lock beside its socket: nothing when
+ * the log holds only routine lines (start, stop), so a machine that saw many builds does not keep a
+ * pair per build id; a log with anything else (an uncaught error, a failed listen) stays for the
+ * operator. Removing the lock is safe: a client that still holds the old one starts a server that
+ * finds this one gone or another listening, and then exits.
+ */
+function removeRoutineFiles(sockPath: string): void {
+  const base = sockPath.replace(/\.sock$/, '');
+  const routine = /^\S+ corral-oci server \d+: (listening on .*|stopping \((idle|SIGTERM|SIGINT)\)|another server already listens; exiting)$/;
+  try {
+    const lines = readFileSync(`${base}.log`, 'utf8').split('\n').filter(Boolean);
+    if (!lines.every((l) => routine.test(l))) return;
+    unlinkSync(`${base}.log`);
+  } catch {
+    /* no log, or not ours to read */
+  }
+  try { unlinkSync(`${base}.lock`); } catch { /* gone */ }
 }

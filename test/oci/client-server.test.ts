@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import type { SpawnSyncReturns } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { suite, CORRAL_OCI, TOP } from '../helpers/oci.ts';
 import { cgroupDirs } from '../helpers/leaks.ts';
@@ -198,12 +198,20 @@ test('a server exits after its idle timeout and removes its socket', async () =>
   const pid = serverPid(dir);
   assert.ok(pid && isServer(pid));
   await waitFor(() => !alive(pid!), 15000, 'idle server exits');
-  assert.deepEqual(readdirSync(dir).filter((n) => n.endsWith('.sock') || n.endsWith('.pid')), []);
+  assert.deepEqual(readdirSync(dir), [], 'socket, pid file, and the routine-only log and its lock are gone');
   // The next call starts a new one.
   assert.equal(cli(['list', '--quiet'], { env: { CORRAL_OCI_SERVER_DIR: dir, CORRAL_OCI_SERVER_IDLE_MS: '300' } }).status, 0);
   const pid2 = serverPid(dir);
   assert.ok(pid2 && pid2 !== pid);
   await waitFor(() => !alive(pid2!), 15000, 'second idle server exits');
+  // a log with anything but routine lines is kept for the operator
+  assert.equal(cli(['list', '--quiet'], { env: { CORRAL_OCI_SERVER_DIR: dir, CORRAL_OCI_SERVER_IDLE_MS: '300' } }).status, 0);
+  const pid3 = serverPid(dir);
+  const logs = readdirSync(dir).filter((n) => n.endsWith('.log'));
+  assert.equal(logs.length, 1);
+  appendFileSync(join(dir, logs[0]!), 'something unusual\n');
+  await waitFor(() => !alive(pid3!), 15000, 'third idle server exits');
+  assert.ok(readdirSync(dir).includes(logs[0]!), 'the unusual log is kept');
 });
 
 test('a stale socket (nobody listening) is replaced by a new server', () => {
