@@ -298,7 +298,10 @@ describe('corrald streaming: Exec, Attach, PortForward', () => {
   test('a client that goes away stops its exec: the process and the helpers are gone', T, async () => {
     const s = await openRemote(await execUrl(['sh', '-c', 'echo started; exec sleep 1000'], { stdin: true }), { stdin: true, stdout: true, stderr: true });
     await s.stdout!.until(/started/, 'exec started');
-    const inSrv = cgroupProcs(srvId).filter((p) => procCmdline(p) === 'sleep 1000').map((p) => processId(p, 'exec sleep 1000'));
+    // "started" is printed just before the shell execs sleep: give it the moment it needs
+    const sleeping = () => cgroupProcs(srvId).filter((p) => procCmdline(p) === 'sleep 1000');
+    for (let i = 0; i < 100 && sleeping().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const inSrv = sleeping().map((p) => processId(p, 'exec sleep 1000'));
     assert.equal(inSrv.length, 1, 'the exec\'d process runs in the container\'s cgroup');
     learned.push(...inSrv);
     const helpers = learnHelpers('exec of sleep');
