@@ -8,11 +8,13 @@ import type { RuntimeContext } from './context.ts';
 import { runHooksWarn } from './hooks.ts';
 import type { ContainerRecord } from './state-store.ts';
 
+let sleeper: Int32Array | undefined; // created lazily: module scope must stay snapshot-safe
+
 export async function start(ctx: RuntimeContext, id: string): Promise<ContainerRecord> {
   const record = ctx.store.load(id);
   ctx.requireStatus(record, ['created'], 'start');
   const fifo = ctx.store.fifo(id);
-  await releaseInit(fifo, record);
+  releaseInit(fifo, record);
   record.phase = 'running';
   record.started = true;
   ctx.store.save(record);
@@ -20,12 +22,8 @@ export async function start(ctx: RuntimeContext, id: string): Promise<ContainerR
   return record;
 }
 
-/**
- * Opening the fifo for reading unblocks the init's open(O_WRONLY); it writes one byte, then execs.
- * Waiting yields to the event loop (a server or corrald runs other requests meanwhile): the first
- * polls are immediate turns of the loop, later ones 1 ms timers.
- */
-async function releaseInit(fifo: string, record: ContainerRecord): Promise<void> {
+/** Opening the fifo for reading unblocks the init's open(O_WRONLY); it writes one byte, then execs. */
+function releaseInit(fifo: string, record: ContainerRecord): void {
   let fd: number;
   try {
     fd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -48,7 +46,7 @@ async function releaseInit(fifo: string, record: ContainerRecord): Promise<void>
         throw new FailedPreconditionError(`container "${record.id}" init exited before it could be started`);
       }
       if (spins > 20000) throw new FailedPreconditionError(`container "${record.id}" did not respond to start`);
-      await (spins < 100 ? new Promise((r) => setImmediate(r)) : new Promise((r) => setTimeout(r, 1)));
+      Atomics.wait((sleeper ??= new Int32Array(new SharedArrayBuffer(4))), 0, 0, spins < 100 ? 0.05 : 1);
     }
   } finally {
     closeSync(fd);
