@@ -17,7 +17,7 @@ test('plan server: plans run in fresh children; op failures name the op; it surv
   mkdirSync(target);
   const server = new PlanServer();
   try {
-    // mount, then (a separate plan) write into it and unmount: order is kept
+    // mount, then (a separate plan, once the first is done) make a fifo in it
     await server.run({ ops: [{ op: 'mount', source: 'corral-test', target, fstype: 'tmpfs', flags: MS.NOSUID, data: 'size=64k', extra: 0, origin: 'test tmpfs' }] });
     await server.run({ ops: [{ op: 'mkfifo', path: join(target, 'f'), mode: 0o600, origin: 'make a fifo in it' }] });
     assert.ok(mounted(target), 'tmpfs mounted in the host mount namespace');
@@ -74,8 +74,10 @@ test('plan server: a plan with a clone (pinning style) is reported when all its 
     assert.ok(!mounted(pin));
   } finally {
     server.close();
+    if (mounted(pin)) spawnSync('umount', ['-l', pin]);
     rmSync(dir, { recursive: true, force: true });
   }
+  assert.ok(!mounted(pin), 'no mount leaked');
 });
 
 test('plan server: exec captures stdin, stdout, stderr and the exit status; jobs run concurrently; a timeout kills the job', async () => {
