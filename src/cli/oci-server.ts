@@ -36,6 +36,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { InternalError, InvalidArgumentError, errnoNames, fromErrno } from '../errors.ts';
 import { encodePlan } from '../oci/plan/encode.ts';
 import { executorOverChannel } from '../oci/runtime/executor.ts';
+import { signalName } from '../oci/runtime/signals.ts';
 import type { Executor, ExecutorEvents, ExecutorOptions } from '../oci/runtime/executor.ts';
 import { main } from './corral-oci.ts';
 import { enterOwnCgroup } from './server-cgroup.ts';
@@ -91,8 +92,6 @@ function frame(type: number, payload?: Buffer | string): Buffer {
   h.writeUInt8(type, 4);
   return Buffer.concat([h, body]);
 }
-
-const SIGNAL_NAMES: Record<number, string> = Object.fromEntries(Object.entries(constants.signals).map(([k, v]) => [v, k]));
 
 /** One client connection = one CLI invocation. */
 class Connection {
@@ -196,7 +195,7 @@ class Connection {
         ex.done = true;
         const code = p.readInt32LE(0);
         const sig = p.readInt32LE(4);
-        ex.events.exit({ code: code >= 0 ? code : null, signal: code >= 0 ? null : SIGNAL_NAMES[sig] ?? `SIG${sig}` });
+        ex.events.exit({ code: code >= 0 ? code : null, signal: code >= 0 ? null : signalName(sig) });
         return;
       }
       default:

@@ -19,7 +19,7 @@ import type { ImageService } from '../../image/service.ts';
 import { CniRuntime, type DelRequest, type PodAttachment } from '../../cni/network.ts';
 import type { PluginRunner } from '../../cni/invoke.ts';
 import { hostPlans } from '../../oci/runtime/plan-server.ts';
-import { constants as osConstants } from 'node:os';
+import { signalName } from '../../oci/runtime/signals.ts';
 import { defaultNetworkConfig, podAttachments } from '../../cni/default.ts';
 import { loadConfigDir } from '../../cni/config.ts';
 import { sandboxAddresses } from '../../cni/result.ts';
@@ -59,12 +59,10 @@ export interface RuntimeServiceOptions {
   inProcessHandler?: boolean;
 }
 
-const SIGNAL_NAMES: Record<number, string> = Object.fromEntries(Object.entries(osConstants.signals).map(([k, v]) => [v, k]));
-
 /** CNI plugins run through the plan server: a fork of the small executor, not of this process. */
 const pluginViaPlanServer: PluginRunner = async (path, env, stdin, timeoutMs) => {
   const r = await hostPlans().exec({ path, args: [], env, stdin, timeoutMs });
-  return { code: r.code, signal: r.signal === null ? null : SIGNAL_NAMES[r.signal] ?? `SIG${r.signal}`, stdout: r.stdout.toString('utf8'), stderr: r.stderr, timedOut: r.timedOut };
+  return { code: r.code, signal: r.signal === null ? null : signalName(r.signal), stdout: r.stdout.toString('utf8'), stderr: r.stderr, timedOut: r.timedOut };
 };
 
 const int = (v: string | number | null | undefined): number => (v === undefined || v === null || v === '' ? 0 : Number(v));

@@ -64,10 +64,10 @@ export class PlanServer {
 
   /** Run one plan; rejects with the failing op's error (as a spawned executor's would be). */
   async run(plan: Plan): Promise<void> {
-    const r = await this.request(plan, 0);
+    const r = await this.request(plan, 0).reply;
     if (r.status === 0) return;
-    const m = /^error (-?[0-9]+) ([0-9]+) (.*)$/m.exec(r.text);
-    if (m) throw opError(plan, Number(m[1]), Number(m[2]), m[3]!);
+    const failed = failedOp(plan, r.text);
+    if (failed) throw failed;
     throw new InternalError(`host plan failed (status ${r.status})${r.text.trim() ? `: ${r.text.trim().slice(-1000)}` : ''}`);
   }
 
@@ -78,24 +78,23 @@ export class PlanServer {
   async exec(req: ExecRequest): Promise<ExecResult> {
     const env = Object.entries(req.env).map(([k, v]) => `${k}=${v}`);
     const plan: Plan = { ops: [{ op: 'exec', path: req.path, argv: [req.path, ...req.args], env, searchPath: false, origin: `run ${req.path}` }] };
+    const job = this.request(plan, REQ_CAPTURE, typeof req.stdin === 'string' ? Buffer.from(req.stdin) : req.stdin);
     let timedOut = false;
-    let timer: NodeJS.Timeout | undefined;
-    const id = this.nextId;
-    if (req.timeoutMs && req.timeoutMs > 0) {
-      timer = setTimeout(() => {
+    const timer = req.timeoutMs && req.timeoutMs > 0
+      ? setTimeout(() => {
         timedOut = true;
-        this.kill(id);
-      }, req.timeoutMs);
-    }
+        this.kill(job.id);
+      }, req.timeoutMs)
+      : undefined;
     let r: Reply;
     try {
-      r = await this.request(plan, REQ_CAPTURE, typeof req.stdin === 'string' ? Buffer.from(req.stdin) : req.stdin);
+      r = await job.reply;
     } finally {
       clearTimeout(timer);
     }
     // an exec that failed is an `error` line on the sync fd (the program's stderr is captured apart)
-    const m = r.status === 1 ? /^error (-?[0-9]+) ([0-9]+) (.*)$/m.exec(r.text) : null;
-    if (m && !timedOut) throw opError(plan, Number(m[1]), Number(m[2]), m[3]!);
+    const failed = r.status === 1 && !timedOut ? failedOp(plan, r.text) : undefined;
+    if (failed) throw failed;
     const signal = r.status > 128 ? r.status - 128 : null;
     return { code: signal === null ? r.status : null, signal, stdout: r.stdout, stderr: r.stderr.toString('utf8'), timedOut };
   }
@@ -106,17 +105,18 @@ export class PlanServer {
     this.child = null;
   }
 
-  private request(plan: Plan, flags: number, stdin?: Buffer): Promise<Reply> {
+  /** Send one job; `id` names it for kill(). */
+  private request(plan: Plan, flags: number, stdin?: Buffer): { id: number; reply: Promise<Reply> } {
+    const id = this.nextId++;
+    if (this.nextId > 0xffffffff) this.nextId = 1;
     let bytes: Uint8Array;
     try {
       bytes = encodePlan(plan);
     } catch (e) {
-      return Promise.reject(e);
+      return { id, reply: Promise.reject(e) };
     }
-    return new Promise<Reply>((resolve, reject) => {
+    const reply = new Promise<Reply>((resolve, reject) => {
       const child = this.ensure();
-      const id = this.nextId++;
-      if (this.nextId > 0xffffffff) this.nextId = 1;
       this.pending.set(id, { resolve, reject });
       const input = stdin ?? Buffer.alloc(0);
       const head = Buffer.alloc(16);
@@ -127,6 +127,7 @@ export class PlanServer {
       child.stdin!.write(Buffer.concat([head, input, bytes]));
       this.setRef(true);
     });
+    return { id, reply };
   }
 
   private kill(id: number): void {
@@ -198,6 +199,12 @@ export class PlanServer {
       p?.resolve({ status, stdout, stderr, text });
     }
   }
+}
+
+/** The op error an `error <op-index> <errno> <message>` line in a job's sync text stands for. */
+function failedOp(plan: Plan, text: string): Error | undefined {
+  const m = /^error (-?[0-9]+) ([0-9]+) (.*)$/m.exec(text);
+  return m ? opError(plan, Number(m[1]), Number(m[2]), m[3]!) : undefined;
 }
 
 let shared: PlanServer | undefined;

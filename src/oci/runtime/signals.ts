@@ -2,6 +2,13 @@
 import { constants } from 'node:os';
 import { InvalidArgumentError } from '../../errors.ts';
 
+const NAMES: Record<number, string> = Object.fromEntries(Object.entries(constants.signals).map(([k, v]) => [v, k]));
+
+/** "SIGKILL" for 9; "SIG<n>" for a number the platform has no name for. */
+export function signalName(n: number): string {
+  return NAMES[n] ?? `SIG${n}`;
+}
+
 export function parseSignal(s: string | undefined): number {
   if (s === undefined || s === '') return constants.signals.SIGTERM;
   if (/^\d+$/.test(s)) {
