@@ -12,6 +12,7 @@ import { hostPlans } from '../../oci/runtime/plan-server.ts';
 import { CLONE, MS, type Op } from '../../oci/plan/ops.ts';
 import { parseMountOptions } from '../../oci/spec/mount-options.ts';
 import type { Mount as SnapshotMount } from '../../image/snapshot/snapshotter.ts';
+import { snapshotMountOps } from '../../image/snapshot/mount.ts';
 
 const MNT_DETACH = 2;
 
@@ -131,21 +132,8 @@ export async function mountTmpfs(target: string, options: string): Promise<void>
 /** Mount a snapshot's descriptions at `target` (created): one plan, run by the plan server. */
 export async function mountSnapshot(mounts: SnapshotMount[], target: string): Promise<void> {
   mkdirSync(target, { recursive: true, mode: 0o755 });
-  const ops: Op[] = [];
-  for (const m of mounts) {
-    const o = parseMountOptions(m.options);
-    const origin = `mount ${m.type} snapshot on ${target}`;
-    if (m.cwd) ops.push({ op: 'chdir', path: m.cwd, origin: `${origin} (relative layer paths)` });
-    if (m.type === 'bind' || o.bind) {
-      const bind = MS.BIND | (o.recursive ? MS.REC : 0);
-      ops.push({ op: 'mount', source: m.source, target, fstype: '', flags: bind, data: '', extra: 0, origin });
-      if (o.flags & MS.RDONLY) ops.push({ op: 'mount', source: '', target, fstype: '', flags: MS.REMOUNT | MS.BIND | o.flags, data: '', extra: 0, origin: `${origin} (read-only)` });
-    } else {
-      ops.push({ op: 'mount', source: m.source, target, fstype: m.type, flags: o.flags, data: o.data, extra: 0, origin });
-    }
-  }
   try {
-    await hostPlans().run({ ops });
+    await hostPlans().run({ ops: snapshotMountOps(mounts, target) });
   } catch (e) {
     await unmountAll(target).catch(() => {});
     throw e;
