@@ -1101,6 +1101,7 @@ static int parse_fd(const char *s) {
 #define SERVE_MAX 64
 #define SERVE_TEXT (64u << 10)
 #define SERVE_OUT (16u << 20)
+#define SERVE_MAX_STDIN (16u << 20) /* a job's stdin, as large as a plan */
 #define REQ_CAPTURE 1u
 #define REQ_KILL 2u
 
@@ -1271,7 +1272,7 @@ static int read_request(void) {
   uint32_t head[4];
   if (read_full(0, head, 4) < 0) return 0;
   uint32_t len = head[0];
-  if (len < 12 || len > MAX_PLAN + 12 + MAX_PLAN) {
+  if (len < 12 || len > 12 + SERVE_MAX_STDIN + MAX_PLAN) {
     fprintf(stderr, "corral-exec --serve: request of %u bytes\n", len);
     exit(2);
   }
@@ -1279,7 +1280,7 @@ static int read_request(void) {
   if (!buf || read_full(0, buf, len) < 0) exit(2);
   memcpy(&head[1], buf, 12);
   uint32_t id = head[1], flags = head[2], inlen = head[3];
-  if (inlen > len - 12) {
+  if (inlen > len - 12 || inlen > SERVE_MAX_STDIN) {
     fprintf(stderr, "corral-exec --serve: request %u: stdin of %u bytes exceeds the request\n", id, inlen);
     exit(2);
   }
