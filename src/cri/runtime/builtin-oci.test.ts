@@ -68,7 +68,10 @@ test('corrald hosts the handler\'s server: the client is served by this process,
     if (saved === undefined) delete process.env.CORRAL_OCI_SERVER_DIR;
     else process.env.CORRAL_OCI_SERVER_DIR = saved;
   }
-  assert.ok(!existsSync(a.sockPath), 'socket removed');
-  assert.ok(!existsSync(a.sockPath.replace(/\.sock$/, '.pid')), 'pid file removed');
-  rmSync(dir, { recursive: true, force: true });
+  try {
+    assert.ok(!existsSync(a.sockPath), 'socket removed');
+    assert.ok(!existsSync(a.sockPath.replace(/\.sock$/, '.pid')), 'pid file removed');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
